@@ -1,0 +1,195 @@
+"""Ed25519 signing keys for model bundles: make them, write them, load them, name them.
+
+The trainer holds the private key (``signing.key``); edges hold only the public key
+(``signing.pub``). The loaders take bytes, since callers read the files, and raise
+:class:`~protocol.errors.KeyFileError` saying what is wrong with what they were given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from protocol.errors import KeyFileError
+
+PRIVATE_KEY_FILENAME: Final = "signing.key"
+PUBLIC_KEY_FILENAME: Final = "signing.pub"
+KEY_ID_HEX_CHARS: Final = 16
+
+_PEM_BEGIN: Final = b"-----BEGIN "
+_PEM_END: Final = b"-----END "
+
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A new key pair as ``(private_pem, public_pem)``: PKCS8 and SubjectPublicKeyInfo."""
+    private_key = Ed25519PrivateKey.generate()
+    return private_key_to_pem(private_key), public_key_to_pem(private_key.public_key())
+
+
+def private_key_to_pem(private_key: Ed25519PrivateKey) -> bytes:
+    return private_key.private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+
+
+def public_key_to_pem(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """First 16 hex characters of the sha256 of the raw 32-byte public key."""
+    raw = public_key.public_bytes(
+        encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
+    )
+    return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_CHARS]
+
+
+def load_private_key(data: bytes) -> Ed25519PrivateKey:
+    """Parses an unencrypted PEM Ed25519 private key."""
+    _require_pem(data, "private key")
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        raise KeyFileError(
+            f"this is a public key; signing needs the private key ({PRIVATE_KEY_FILENAME})",
+            code="wrong_key_kind",
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:  # raised when the key is encrypted and no password was given
+        raise KeyFileError(
+            "the private key is encrypted; an unencrypted PKCS8 key is needed",
+            code="key_encrypted",
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(
+            f"the private key could not be parsed: {exc}", code="key_unreadable"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(
+            f"expected an Ed25519 private key, found {_key_kind(key)}", code="not_ed25519"
+        )
+    return key
+
+
+def load_public_key(data: bytes) -> Ed25519PublicKey:
+    """Parses a PEM (SubjectPublicKeyInfo) Ed25519 public key."""
+    _require_pem(data, "public key")
+    if b"PRIVATE KEY-----" in data:
+        raise KeyFileError(
+            f"this is a private key; edges must be given only the public key "
+            f"({PUBLIC_KEY_FILENAME})",
+            code="wrong_key_kind",
+        )
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(
+            f"the public key could not be parsed: {exc}", code="key_unreadable"
+        ) from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(
+            f"expected an Ed25519 public key, found {_key_kind(key)}", code="not_ed25519"
+        )
+    return key
+
+
+def write_keypair(out_dir: Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Writes a new ``signing.key`` (mode 0600) and ``signing.pub`` into ``out_dir``.
+
+    Refuses, before writing anything, when either file exists and ``overwrite`` is false.
+    Returns ``(private_path, public_path)``.
+    """
+    private_path = out_dir / PRIVATE_KEY_FILENAME
+    public_path = out_dir / PUBLIC_KEY_FILENAME
+    if not overwrite:
+        for path in (private_path, public_path):
+            if path.exists() or path.is_symlink():
+                raise KeyFileError(
+                    f"{path} already exists; refusing to overwrite it", code="key_exists"
+                )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private_pem, public_pem = generate_keypair()
+    _write_new_file(private_path, private_pem, mode=0o600, overwrite=overwrite)
+    try:
+        _write_new_file(public_path, public_pem, mode=0o644, overwrite=overwrite)
+    except BaseException:
+        # A private key without its public half would only confuse the next attempt.
+        if not overwrite:
+            private_path.unlink(missing_ok=True)
+        raise
+    _fsync_directory(out_dir)
+    return private_path, public_path
+
+
+def _write_new_file(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
+    """Writes a temporary file created with ``mode`` and moves it into place.
+
+    The file never exists with wider permissions or partial content under its final
+    name. Without ``overwrite`` the move is a hard link, which fails if ``path`` exists.
+    """
+    temp_path = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temp_path, flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if overwrite:
+            os.replace(temp_path, path)
+        else:
+            try:
+                os.link(temp_path, path)
+            except FileExistsError as exc:
+                raise KeyFileError(
+                    f"{path} already exists; refusing to overwrite it", code="key_exists"
+                ) from exc
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _require_pem(data: bytes, what: str) -> None:
+    if not isinstance(data, bytes | bytearray):
+        raise KeyFileError(f"the {what} must be given as bytes", code="not_pem")
+    text = bytes(data).strip()
+    if not text:
+        raise KeyFileError(f"the {what} file is empty", code="not_pem")
+    if not text.startswith(_PEM_BEGIN):
+        raise KeyFileError(
+            f"the {what} is not PEM (expected a '-----BEGIN ...' line)", code="not_pem"
+        )
+    if _PEM_END not in text:
+        raise KeyFileError(
+            f"the {what} is truncated (no '-----END ...' line)", code="key_truncated"
+        )
+
+
+def _key_kind(key: object) -> str:
+    name = type(key).__name__
+    for suffix in ("PrivateKey", "PublicKey"):
+        name = name.removesuffix(suffix)
+    return f"a {name} key"
