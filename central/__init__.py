@@ -1,0 +1,1 @@
+"""Central services: trainer, bridge, rollout controller, latency monitor, and the CLI."""

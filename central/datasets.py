@@ -1,0 +1,345 @@
+"""Reads event logs from disk into an :class:`~central.eventlog.EventLog`.
+
+Two formats:
+
+``diginetica``
+    The CIKM Cup 2016 item-view log: ``;``-separated with the header
+    ``session_id;user_id;item_id;timeframe;eventdate`` (the original ``sessionId;userId;...``
+    spelling is accepted too). An event's time is midnight UTC of ``eventdate`` (YYYY-MM-DD)
+    plus ``timeframe`` milliseconds. Every event is a ``view``; ``user_id`` is not kept.
+
+``csv``
+    A ``,``-separated file whose header names ``item_id``, ``timestamp`` and ``session_id``,
+    and optionally ``event_type``, ``category``, ``price`` and ``user_id``, in any order.
+    Other columns are ignored. ``event_type`` holds a name from
+    :data:`protocol.events.EVENT_TYPES` (an empty cell, or no such column, means ``view``);
+    an empty ``category`` or ``price`` means unknown. Timestamps are whole or fractional
+    numbers, in seconds or milliseconds, decided once per file: when the largest timestamp
+    is below 10^11 the file is in seconds (10^11 s lies in the year 5138, 10^11 ms in March
+    1973, so only a millisecond log wholly before 1973 would be misread).
+
+    A log of people rather than sessions (``user_id`` and no ``session_id``) is cut into
+    sessions: each person's events in time order, a new session after more than
+    ``session_gap_s`` seconds without an event. Session keys read ``<user>#<n>``, n from 1.
+
+A malformed row raises :class:`~central.errors.DataFormatError` naming the file, the line and
+what is wrong, unless ``skip_bad_rows`` is set, in which case it is counted and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal, Protocol
+
+import numpy as np
+
+from central.errors import DataFormatError
+from central.eventlog import EventLog, build_log
+from protocol.events import EVENT_TYPE_CODES, MAX_TS_MS
+
+LogFormat = Literal["diginetica", "csv"]
+
+DEFAULT_SESSION_GAP_S: Final = 30 * 60
+SECONDS_BELOW: Final = 10**11
+SKIP_REASONS_KEPT: Final = 5
+
+_VIEW: Final = EVENT_TYPE_CODES["view"]
+_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DIGINETICA_COLUMNS: Final = ("session_id", "user_id", "item_id", "timeframe", "eventdate")
+_CSV_OPTIONAL: Final = ("event_type", "category", "price", "user_id", "session_id")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStats:
+    rows_read: int  # data rows in the file, header and blank lines not counted
+    rows_skipped: int
+    sessions_from_users: int  # sessions cut from a log of people; 0 for a log of sessions
+    skip_reasons: tuple[str, ...] = field(default=())  # the first few, with their lines
+
+    @property
+    def rows_kept(self) -> int:
+        return self.rows_read - self.rows_skipped
+
+
+class _BadRow(Exception):
+    """A row-level problem; turned into a DataFormatError or a skip by the reader loop."""
+
+
+@dataclass(slots=True)
+class _Rows:
+    """Parallel per-row lists, the shape :func:`build_log` takes."""
+
+    keys: list[str] = field(default_factory=list)  # session keys, or user keys before cutting
+    items: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # as written in the file
+    types: list[int] = field(default_factory=list)
+    categories: list[str | None] = field(default_factory=list)
+    prices: list[float | None] = field(default_factory=list)
+
+    def add(self, key: str, item: str, when: float, event_type: int, category: str | None,
+            price: float | None) -> None:
+        self.keys.append(key)
+        self.items.append(item)
+        self.times.append(when)
+        self.types.append(event_type)
+        self.categories.append(category)
+        self.prices.append(price)
+
+
+@dataclass(slots=True)
+class _Tally:
+    path: Path
+    skip_bad_rows: bool
+    read: int = 0
+    skipped: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def bad(self, line: int, problem: str) -> None:
+        if not self.skip_bad_rows:
+            raise DataFormatError(problem, path=str(self.path), line=line)
+        self.skipped += 1
+        if len(self.reasons) < SKIP_REASONS_KEPT:
+            self.reasons.append(f"line {line}: {problem}")
+
+
+def read_log(
+    path: Path,
+    fmt: LogFormat,
+    *,
+    skip_bad_rows: bool = False,
+    session_gap_s: float = DEFAULT_SESSION_GAP_S,
+) -> tuple[EventLog, ReadStats]:
+    """Reads ``path`` in format ``fmt``; see the module docstring for both formats."""
+    if fmt not in ("diginetica", "csv"):
+        raise DataFormatError(f"unknown log format {fmt!r}; use diginetica or csv", path=str(path))
+    tally = _Tally(path, skip_bad_rows)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            if fmt == "diginetica":
+                rows = _read_diginetica(csv.reader(handle, delimiter=";"), tally)
+                from_users = False
+            else:
+                rows, from_users = _read_generic(csv.reader(handle, delimiter=","), tally)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise DataFormatError(f"cannot read the file: {reason}", path=str(path)) from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataFormatError(f"not a readable text log: {exc}", path=str(path)) from exc
+
+    if not rows.items:
+        raise DataFormatError("the log holds no usable event rows", path=str(path))
+    ts_ms = _to_milliseconds(rows.times, path) if fmt == "csv" else [int(t) for t in rows.times]
+    sessions_made = 0
+    session_keys = rows.keys
+    if from_users:
+        session_keys, sessions_made = _cut_sessions(rows.keys, ts_ms, session_gap_s)
+    log = build_log(session_keys, rows.items, ts_ms, rows.types, rows.categories, rows.prices)
+    stats = ReadStats(tally.read, tally.skipped, sessions_made, tuple(tally.reasons))
+    return log, stats
+
+
+class _CsvReader(Protocol):
+    @property
+    def line_num(self) -> int: ...
+
+    def __iter__(self) -> Iterator[list[str]]: ...
+
+    def __next__(self) -> list[str]: ...
+
+
+def _data_rows(reader: _CsvReader, tally: _Tally) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank rows after the header, each with its 1-based (last) line number."""
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        tally.read += 1
+        yield reader.line_num, row
+
+
+def _header(reader: _CsvReader, path: Path) -> list[str]:
+    for row in reader:
+        if row and any(cell.strip() for cell in row):
+            return [cell.strip().lower() for cell in row]
+    raise DataFormatError("the file is empty: expected a header line", path=str(path))
+
+
+def _read_diginetica(reader: _CsvReader, tally: _Tally) -> _Rows:
+    header = [name.replace("_", "") for name in _header(reader, tally.path)]
+    wanted = [name.replace("_", "") for name in _DIGINETICA_COLUMNS]
+    missing = [name for name, norm in zip(_DIGINETICA_COLUMNS, wanted, strict=True)
+               if norm not in header]
+    if missing:
+        raise DataFormatError(
+            f"header lacks column(s) {', '.join(missing)}; expected "
+            f"{';'.join(_DIGINETICA_COLUMNS)}",
+            path=str(tally.path), line=1,
+        )
+    col_session, col_item, col_frame, col_date = (
+        header.index(wanted[0]), header.index(wanted[2]), header.index(wanted[3]),
+        header.index(wanted[4]),
+    )
+    width = len(header)
+    midnight_ms: dict[str, int] = {}
+    rows = _Rows()
+    for line, row in _data_rows(reader, tally):
+        try:
+            if len(row) != width:
+                raise _BadRow(f"expected {width} columns, found {len(row)}")
+            session = row[col_session].strip()
+            item = row[col_item].strip()
+            if not session:
+                raise _BadRow("empty session_id")
+            if not item:
+                raise _BadRow("empty item_id")
+            frame = _non_negative_int(row[col_frame], "timeframe")
+            date = row[col_date].strip()
+            day_ms = midnight_ms.get(date)
+            if day_ms is None:
+                day_ms = midnight_ms[date] = _midnight_utc_ms(date)
+        except _BadRow as exc:
+            tally.bad(line, str(exc))
+            continue
+        rows.add(session, item, day_ms + frame, _VIEW, None, None)
+    return rows
+
+
+def _read_generic(reader: _CsvReader, tally: _Tally) -> tuple[_Rows, bool]:
+    header = _header(reader, tally.path)
+    columns = {name: header.index(name) for name in ("item_id", "timestamp", *_CSV_OPTIONAL)
+               if name in header}
+    duplicated = sorted({name for name in columns if header.count(name) > 1})
+    if duplicated:
+        raise DataFormatError(f"header repeats column(s) {', '.join(duplicated)}",
+                              path=str(tally.path), line=1)
+    missing = [name for name in ("item_id", "timestamp") if name not in columns]
+    if "session_id" not in columns and "user_id" not in columns:
+        missing.append("session_id (or user_id for a log of people)")
+    if missing:
+        raise DataFormatError(f"header lacks column(s) {', '.join(missing)}",
+                              path=str(tally.path), line=1)
+    from_users = "session_id" not in columns
+    col_key = columns["user_id" if from_users else "session_id"]
+    key_name = "user_id" if from_users else "session_id"
+    col_item, col_time = columns["item_id"], columns["timestamp"]
+    col_type = columns.get("event_type")
+    col_category = columns.get("category")
+    col_price = columns.get("price")
+    width = len(header)
+    rows = _Rows()
+    for line, row in _data_rows(reader, tally):
+        try:
+            if len(row) != width:
+                raise _BadRow(f"expected {width} columns, found {len(row)}")
+            key = row[col_key].strip()
+            item = row[col_item].strip()
+            if not key:
+                raise _BadRow(f"empty {key_name}")
+            if not item:
+                raise _BadRow("empty item_id")
+            when = _timestamp(row[col_time])
+            event_type = _VIEW if col_type is None else _event_type(row[col_type])
+            category = None if col_category is None else (row[col_category].strip() or None)
+            price = None if col_price is None else _price(row[col_price])
+        except _BadRow as exc:
+            tally.bad(line, str(exc))
+            continue
+        rows.add(key, item, when, event_type, category, price)
+    return rows, from_users
+
+
+def _non_negative_int(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _BadRow(f"{name} {text.strip()[:40]!r} is not a whole number") from None
+    if value < 0:
+        raise _BadRow(f"{name} {value} is negative")
+    return value
+
+
+def _midnight_utc_ms(text: str) -> int:
+    if not _DATE.fullmatch(text):
+        raise _BadRow(f"eventdate {text[:40]!r} is not a YYYY-MM-DD date")
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise _BadRow(f"eventdate {text!r} is not a calendar date") from None
+    return int(day.timestamp()) * 1000
+
+
+def _timestamp(text: str) -> float:
+    value: float
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise _BadRow(f"timestamp {text.strip()[:40]!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise _BadRow(f"timestamp {text.strip()[:40]!r} is not a finite number >= 0")
+    return value
+
+
+def _event_type(text: str) -> int:
+    name = text.strip()
+    if not name:
+        return _VIEW
+    code = EVENT_TYPE_CODES.get(name)
+    if code is None:
+        raise _BadRow(f"unknown event_type {name[:40]!r}")
+    return code
+
+
+def _price(text: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadRow(f"price {text[:40]!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise _BadRow(f"price {text[:40]!r} is not a finite number >= 0")
+    return value
+
+
+def _to_milliseconds(times: list[float], path: Path) -> list[int]:
+    raw = np.asarray(times, dtype=np.float64)
+    scale = 1000.0 if raw.size and float(raw.max()) < SECONDS_BELOW else 1.0
+    ms = np.rint(raw * scale).astype(np.int64)
+    if ms.size and int(ms.max()) >= MAX_TS_MS:
+        raise DataFormatError(
+            "timestamps are too large for seconds or milliseconds since the epoch "
+            "(microseconds or nanoseconds are not accepted)", path=str(path),
+        )
+    return [int(t) for t in ms.tolist()]
+
+
+def _cut_sessions(
+    users: list[str], ts_ms: list[int], gap_s: float
+) -> tuple[list[str], int]:
+    """Session keys ``<user>#<n>`` for a log of people; a gap over ``gap_s`` starts a session."""
+    index: dict[str, int] = {}
+    user_codes = np.fromiter(
+        (index.setdefault(user, len(index)) for user in users), dtype=np.int64, count=len(users)
+    )
+    times = np.asarray(ts_ms, dtype=np.int64)
+    order = np.lexsort((np.arange(times.shape[0]), times, user_codes))
+    sorted_users = user_codes[order]
+    sorted_times = times[order]
+    new_user = np.ones(order.shape[0], dtype=bool)
+    new_user[1:] = sorted_users[1:] != sorted_users[:-1]
+    starts = new_user.copy()
+    starts[1:] |= np.diff(sorted_times) > gap_s * 1000
+    session_no = np.cumsum(starts)
+    first_of_user = np.maximum.accumulate(np.where(new_user, session_no, 0))
+    number_in_user = (session_no - first_of_user + 1)[np.argsort(order)]
+    keys = [f"{user}#{n}" for user, n in zip(users, number_in_user.tolist(), strict=True)]
+    return keys, int(session_no[-1]) if session_no.size else 0
