@@ -1,0 +1,115 @@
+"""``proxima evaluate``: next-item replay of baselines and a Proxima bundle (EVALUATION.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from central.cli.errors import reported_errors
+from central.cli.options import data_options, public_key_option
+from central.cli.progress import progress_bars, stage_reporter
+from central.datasets import read_log
+from central.evaluation.baselines import ItemKNN, Popularity, SessionKNN
+from central.evaluation.proxima import ProximaRecommender
+from central.evaluation.replay import ReplayResult, SessionRecommender
+from central.evaluation.replay import evaluate as replay
+from central.evaluation.split import Split, prepare
+from central.trainer.pipeline import TrainerConfig, train_bundle
+from protocol.bundle import Bundle, read_bundle
+from protocol.keys import generate_keypair, load_public_key
+from protocol.serving import ServingModel
+
+K = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    dataset: str
+    split: Split
+    results: list[ReplayResult]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "train_events": self.split.train_events,
+            "test_sessions": self.split.test_sessions,
+            "predictions": self.split.predictions,
+            "results": [
+                {"name": r.name, "hr_at_20": round(r.hr_at_k, 6), "mrr_at_20": round(r.mrr_at_k, 6),
+                 "ms_per_prediction": round(r.ms_per_prediction, 4)}
+                for r in self.results
+            ],
+        }
+
+
+@click.command()
+@data_options
+@click.option("--test-days", type=click.FloatRange(0, min_open=True), default=7.0, show_default=True,
+              help="Sessions ending in the log's last N days are the test set.")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Score this bundle instead of training one on the training part of the split. "
+                   "It must not have been trained on the test period.")
+@public_key_option(required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def evaluate(data: Path, fmt: str, skip_bad_rows: bool, test_days: float, bundle_path: Path | None,
+             public_key: Path | None, as_json: bool, seed: int) -> None:
+    """Replay test sessions and report HR@20 / MRR@20 for baselines and Proxima."""
+    with reported_errors():
+        log, _ = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
+        split = prepare(log, test_days=test_days)
+        with progress_bars(enabled=not as_json) as bars:
+            if bundle_path is None:
+                bundle = _train_on_split(split, seed, stage_reporter(bars))
+            else:
+                if public_key is None:
+                    raise click.UsageError("--bundle needs --public-key (or PROXIMA_PUBLIC_KEY)")
+                key = load_public_key(public_key.read_bytes())
+                bundle = read_bundle(bundle_path.read_bytes(), key)
+            recommenders = _recommenders(bundle)
+            results = []
+            for recommender in recommenders:
+                recommender.fit(split.train)
+                task = bars.add_task(f"replay {recommender.name}", total=split.predictions)
+                results.append(replay(recommender, split.test, k=K,
+                                      progress=lambda n, task=task: bars.advance(task, n)))
+    report = Report(data.name, split, results)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        _print_table(report)
+
+
+def _train_on_split(split: Split, seed: int, progress: Any) -> Bundle:
+    private_pem, public_pem = generate_keypair()  # a throwaway key: this bundle never leaves
+    trained = train_bundle(split.train, TrainerConfig(seed=seed), version=1,
+                           private_key_pem=private_pem, progress=progress)
+    return read_bundle(trained.bundle, load_public_key(public_pem))
+
+
+def _recommenders(bundle: Bundle) -> list[SessionRecommender]:
+    found: list[SessionRecommender] = [Popularity(), ItemKNN(), SessionKNN()]
+    found.append(ProximaRecommender("proxima-fp32", ServingModel.from_bundle(bundle, "fp32")))
+    if bundle.manifest.ranker.get("int8"):
+        found.append(ProximaRecommender("proxima-int8", ServingModel.from_bundle(bundle, "int8")))
+    return found
+
+
+def _print_table(report: Report) -> None:
+    split = report.split
+    table = Table(title=f"{report.dataset}: next-item replay, HR@{K} / MRR@{K}")
+    for column in ("recommender", f"HR@{K}", f"MRR@{K}", "ms / prediction"):
+        table.add_column(column, justify="left" if column == "recommender" else "right")
+    for r in report.results:
+        table.add_row(r.name, f"{r.hr_at_k:.4f}", f"{r.mrr_at_k:.4f}", f"{r.ms_per_prediction:.3f}")
+    console = Console(file=sys.stdout)
+    console.print(table)
+    console.print(f"train events {split.train_events:,}  train sessions {split.train_sessions:,}  "
+                  f"test sessions {split.test_sessions:,}  predictions {split.predictions:,}")
