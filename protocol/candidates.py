@@ -24,6 +24,8 @@ from protocol.window import SessionWindow
 
 _EMPTY_INTS: Final = np.zeros(0, dtype=np.int32)
 _EMPTY_FLOATS: Final = np.zeros(0, dtype=np.float32)
+_DENSE_FACTOR: Final = 8
+_DENSE_FLOOR: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class CandidateConfig:
     covis_recent_items: int = 5
     covis_candidates: int = 100
     sknn_neighbours: int = 100
+    sknn_sample: int = 1000  # most recent sessions sampled, shared out over the session's items
     sknn_candidates: int = 100
     min_candidates: int = 100
 
@@ -96,7 +99,7 @@ def _covisitation(
     neighbours = tables.covis_indices[rows]
     weights = tables.covis_weights[rows]
     recency = np.repeat(1.0 / np.arange(1, recent.shape[0] + 1, dtype=np.float32), lengths)
-    items, scores = _accumulate(neighbours, weights * recency)
+    items, scores = _accumulate(neighbours, weights * recency, tables.n_items)
     n_last = int(lengths[0])
     last_items, last_scores = neighbours[:n_last], weights[:n_last]
     order = np.argsort(last_items, kind="stable")
@@ -106,25 +109,31 @@ def _covisitation(
 def _session_knn(session: Ints, tables: CandidateTables, config: CandidateConfig) -> tuple[Ints, Floats]:
     if session.shape[0] == 0 or config.sknn_neighbours == 0 or tables.n_sessions == 0:
         return _EMPTY_INTS, _EMPTY_FLOATS
-    rows, lengths = _gather(tables.item_sess_indptr, session)
+    n = session.shape[0]
+    quota = max(1, config.sknn_sample // n)
+    rows, lengths = _gather(tables.item_sess_indptr, session, quota)
     if rows.shape[0] == 0:
         return _EMPTY_INTS, _EMPTY_FLOATS
     # Linear recency decay over the session's items, as in V-SKNN.
-    n = session.shape[0]
     weights = np.repeat(1.0 - np.arange(n, dtype=np.float32) / (n + 1), lengths)
-    sessions, overlap = _accumulate(tables.item_sess[rows], weights)
+    sessions, overlap = _accumulate(tables.item_sess[rows], weights, tables.n_sessions)
     similarity = overlap / np.sqrt(tables.sess_len[sessions] * np.float32(n))
     if sessions.shape[0] > config.sknn_neighbours:
         keep = np.argpartition(-similarity, config.sknn_neighbours - 1)[: config.sknn_neighbours]
         sessions, similarity = sessions[keep], similarity[keep]
     item_rows, item_lengths = _gather(tables.sess_indptr, sessions)
-    return _accumulate(tables.sess_items[item_rows], np.repeat(similarity, item_lengths))
+    return _accumulate(tables.sess_items[item_rows], np.repeat(similarity, item_lengths), tables.n_items)
 
 
-def _gather(indptr: npt.NDArray[np.int64], keys: Ints) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Row positions of the CSR rows ``keys``, concatenated, and each row's length."""
+def _gather(
+    indptr: npt.NDArray[np.int64], keys: Ints, cap: int | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Row positions of the CSR rows ``keys`` (each cut to its first ``cap``), concatenated,
+    and each row's length."""
     starts = indptr[keys]
     lengths = indptr[keys + 1] - starts
+    if cap is not None:
+        lengths = np.minimum(lengths, cap)
     total = int(lengths.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64), lengths
@@ -132,10 +141,18 @@ def _gather(indptr: npt.NDArray[np.int64], keys: Ints) -> tuple[npt.NDArray[np.i
     return shift + np.arange(total, dtype=np.int64), lengths
 
 
-def _accumulate(keys: Ints, weights: npt.NDArray[np.floating]) -> tuple[Ints, Floats]:
-    """Sums ``weights`` per distinct key; keys come back sorted."""
+def _accumulate(keys: Ints, weights: npt.NDArray[np.floating], n_keys: int) -> tuple[Ints, Floats]:
+    """Sums ``weights`` per distinct key of ``0..n_keys-1``; keys come back sorted.
+
+    Counting into a dense array is linear and beats sorting while the key space is small
+    relative to the keys; past that, sorting is cheaper than touching every slot.
+    """
     if keys.shape[0] == 0:
         return _EMPTY_INTS, _EMPTY_FLOATS
+    if n_keys <= _DENSE_FACTOR * keys.shape[0] + _DENSE_FLOOR:
+        totals = np.bincount(keys, weights, minlength=n_keys)
+        unique = np.flatnonzero(totals)
+        return unique.astype(np.int32), totals[unique].astype(np.float32)
     unique, inverse = np.unique(keys, return_inverse=True)
     return unique.astype(np.int32, copy=False), np.bincount(inverse, weights).astype(np.float32)
 

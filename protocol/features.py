@@ -64,10 +64,6 @@ def compute(
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return out
-    last_ts = window.last_ts
-    now = max(now_ms or 0, last_ts or 0)
-    span_s = window.config.span_ms / 1000.0
-
     out[:, 0] = np.log1p(candidates.covis)
     out[:, 1] = _share(candidates.covis)
     out[:, 2] = _inverse_rank(candidates.covis)
@@ -80,10 +76,9 @@ def compute(
     out[:, 8] = np.log1p(pop_recent)
     out[:, 9] = _share(pop_recent)
 
-    session = candidates.session_items
-    out[:, 14] = math.log1p(span_s) + 1.0
-    if session.shape[0]:
-        _session_item_features(out, window, candidates, tables, now)
+    if candidates.session_items.shape[0]:
+        _session_item_features(out, window, candidates, tables)
+    refresh_clock(out, window, candidates, tables, now_ms)
 
     categories = tables.category[items]
     n_events = len(window)
@@ -104,11 +99,45 @@ def compute(
     counts = window.type_counts
     out[:, 20] = math.log1p(n_events)
     out[:, 21] = math.log1p(len(window.item_counts))
-    first_ts = window.first_ts
-    out[:, 22] = math.log1p(max(0, now - first_ts) / 1000.0) if first_ts is not None else 0.0
     for column, type_code in zip(range(23, 28), (VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH), strict=True):
         out[:, column] = math.log1p(counts[type_code])
     return out
+
+
+def refresh_clock(
+    out: npt.NDArray[np.float32],
+    window: SessionWindow,
+    candidates: Candidates,
+    tables: CandidateTables,
+    now_ms: int | None,
+) -> None:
+    """(Re)computes the columns that move with the clock: ``since_seen``, ``session_age``.
+
+    The rest of a row depends only on the window and the tables, so a server may keep a
+    matrix while the window is unchanged and refresh just these before scoring it again.
+    """
+    now = max(now_ms or 0, window.last_ts or 0)
+    out[:, 14] = math.log1p(window.config.span_ms / 1000.0) + 1.0
+    session = candidates.session_items
+    if session.shape[0]:
+        names = [tables.item_ids[i] for i in session]
+        last_seen = window.item_last_ts
+        seen_ago = np.fromiter(((now - last_seen[name]) / 1000.0 for name in names), np.float32, len(names))
+        rows, source = _session_rows(candidates)
+        out[rows, 14] = np.log1p(np.maximum(seen_ago[source], 0.0))
+    first_ts = window.first_ts
+    out[:, 22] = math.log1p(max(0, now - first_ts) / 1000.0) if first_ts is not None else 0.0
+
+
+def _session_rows(candidates: Candidates) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Rows of the candidates that are session items, and each one's recency rank."""
+    session = candidates.session_items
+    order = np.argsort(session)
+    sorted_session = session[order]
+    position = np.searchsorted(sorted_session, candidates.items)
+    position[position == sorted_session.shape[0]] = 0
+    rows = np.flatnonzero(sorted_session[position] == candidates.items)
+    return rows, order[position[rows]]
 
 
 def _session_item_features(
@@ -116,29 +145,16 @@ def _session_item_features(
     window: SessionWindow,
     candidates: Candidates,
     tables: CandidateTables,
-    now: int,
 ) -> None:
-    session = candidates.session_items
-    names = [tables.item_ids[i] for i in session]
+    names = [tables.item_ids[i] for i in candidates.session_items]
     counts = np.fromiter((window.item_counts[name] for name in names), np.float32, len(names))
-    seen_ago = np.fromiter(
-        ((now - window.item_last_ts[name]) / 1000.0 for name in names), np.float32, len(names)
-    )
     carted = np.fromiter((name in window.carted for name in names), np.float32, len(names))
     recency = 1.0 / np.arange(1, len(names) + 1, dtype=np.float32)
-
-    order = np.argsort(session)
-    sorted_session = session[order]
-    position = np.searchsorted(sorted_session, candidates.items)
-    position[position == sorted_session.shape[0]] = 0
-    found = sorted_session[position] == candidates.items
-    rows = np.flatnonzero(found)
-    source = order[position[rows]]
+    rows, source = _session_rows(candidates)
     out[rows, 10] = 1.0
     out[rows, 11] = np.log1p(counts[source])
     out[rows, 12] = recency[source]
     out[rows, 13] = source == 0
-    out[rows, 14] = np.log1p(np.maximum(seen_ago[source], 0.0))
     out[rows, 17] = carted[source]
 
 

@@ -7,8 +7,9 @@ bundles through the very same method, so what is measured offline is what is ser
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy.typing as npt
 from protocol import candidates as candidate_generation
 from protocol import features
 from protocol.bundle import Bundle, Manifest
-from protocol.candidates import CandidateConfig
+from protocol.candidates import CandidateConfig, Candidates
 from protocol.errors import ManifestError
 from protocol.ranker import OnnxRanker
 from protocol.tables import CandidateTables
@@ -45,6 +46,7 @@ class ServingModel:
     window_config: WindowConfig
     candidate_config: CandidateConfig
     manifest: Manifest | None = None
+    cache: RankCache | None = field(default=None, compare=False)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, precision: Precision = "serve") -> ServingModel:
@@ -102,13 +104,21 @@ class ServingModel:
     def rank(self, window: SessionWindow, k: int, now_ms: int | None = None) -> Ranking:
         clock = time.perf_counter
         started = clock()
-        found = candidate_generation.generate(window, self.tables, self.candidate_config)
-        if found.session_items.shape[0] == 0:
-            items = self.tables.recent_order[:k]
-            scores = self.tables.pop_recent[items]
-            return Ranking(items, scores, clock() - started, 0.0, 0.0, cold=True)
-        generated = clock()
-        matrix = features.compute(window, found, self.tables, now_ms)
+        cached = self.cache.get(window) if self.cache is not None else None
+        if cached is not None:
+            found, matrix = cached
+            generated = clock()
+            features.refresh_clock(matrix, window, found, self.tables, now_ms)
+        else:
+            found = candidate_generation.generate(window, self.tables, self.candidate_config)
+            if found.session_items.shape[0] == 0:
+                items = self.tables.recent_order[:k]
+                scores = self.tables.pop_recent[items]
+                return Ranking(items, scores, clock() - started, 0.0, 0.0, cold=True)
+            generated = clock()
+            matrix = features.compute(window, found, self.tables, now_ms)
+            if self.cache is not None:
+                self.cache.put(window, found, matrix)
         computed = clock()
         scores = self.ranker.score(matrix)
         scored = clock()
@@ -121,6 +131,39 @@ class ServingModel:
             found.items[top], scores[top], generated - started, computed - generated, scored - computed,
             cold=False,
         )
+
+
+class RankCache:
+    """Candidates and feature rows of the most recently ranked windows, by revision.
+
+    A page asks for recommendations several times between two events of its session
+    (page render, other slots, the WebSocket push); while the window is unchanged only
+    the clock-dependent feature columns are recomputed. Bounded by ``max_sessions``.
+    """
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._entries: OrderedDict[str, tuple[int, Candidates, npt.NDArray[np.float32]]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, window: SessionWindow) -> tuple[Candidates, npt.NDArray[np.float32]] | None:
+        entry = self._entries.get(window.session_id)
+        if entry is None or entry[0] != window.revision:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(window.session_id)
+        self.hits += 1
+        return entry[1], entry[2]
+
+    def put(self, window: SessionWindow, found: Candidates, matrix: npt.NDArray[np.float32]) -> None:
+        self._entries[window.session_id] = (window.revision, found, matrix)
+        self._entries.move_to_end(window.session_id)
+        if len(self._entries) > self.max_sessions:
+            self._entries.popitem(last=False)
 
 
 def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:

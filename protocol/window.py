@@ -11,6 +11,7 @@ page with a wrong clock must not expire its own session.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Final, NamedTuple
@@ -23,6 +24,9 @@ from protocol.events import EVENT_TYPE_CODES, EVENT_TYPES, Event
 WINDOW_FORMAT: Final = 1
 N_TYPES: Final = len(EVENT_TYPES)
 VIEW, CLICK, ADD_TO_CART, REMOVE_FROM_CART, PURCHASE, SEARCH, IMPRESSION = range(N_TYPES)
+# Revisions are unique across all windows of the process, so a cache keyed by one can never
+# confuse two windows of a session (say, a local copy and one re-read from Redis).
+_REVISIONS = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,7 @@ class SessionWindow:
 
     __slots__ = (
         "_seen", "bought", "carted", "category_counts", "config", "entries", "item_counts",
-        "item_last_ts", "session_id", "type_counts",
+        "item_last_ts", "revision", "session_id", "type_counts",
     )
 
     def __init__(self, session_id: str, config: WindowConfig | None = None) -> None:
@@ -64,6 +68,7 @@ class SessionWindow:
         self.carted: dict[str, float | None] = {}
         self.bought: set[str] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self.revision = next(_REVISIONS)  # changes whenever what features see changes
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -135,6 +140,7 @@ class SessionWindow:
             self.bought.add(item)
 
     def _count(self, entry: Entry) -> None:
+        self.revision = next(_REVISIONS)
         self.entries.append(entry)
         self.type_counts[entry.type] += 1
         item = entry.item
@@ -145,6 +151,7 @@ class SessionWindow:
                 self.category_counts[entry.category] = self.category_counts.get(entry.category, 0) + 1
 
     def _forget(self, entry: Entry) -> None:
+        self.revision = next(_REVISIONS)
         self.type_counts[entry.type] -= 1
         item = entry.item
         if item is None:
@@ -205,6 +212,7 @@ class SessionWindow:
                 window._remember(str(event_id))
             window.carted = {str(item): (None if p is None else float(p)) for item, p in carted}
             window.bought = {str(item) for item in bought}
+            window.revision = next(_REVISIONS)
         except (ValueError, TypeError) as exc:
             raise FeatureContractError("session window has a malformed entry", code="bad_window") from exc
         return window
