@@ -107,7 +107,9 @@ def build_log(
 
 def _encode(keys: list[str]) -> tuple[IntArray, list[str]]:
     index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(k, len(index)) for k in keys), dtype=np.int32, count=len(keys))
+    codes = np.fromiter(
+        (index.setdefault(k, len(index)) for k in keys), dtype=np.int32, count=len(keys)
+    )
     return codes, list(index)
 
 

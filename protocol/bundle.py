@@ -196,9 +196,7 @@ def _add_member(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     info = zipfile.ZipInfo(name, date_time=_ZIP_TIMESTAMP)
     info.create_system = _ZIP_UNIX_SYSTEM
     info.external_attr = _ZIP_FILE_MODE
-    archive.writestr(
-        info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=_COMPRESS_LEVEL
-    )
+    archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=_COMPRESS_LEVEL)
 
 
 def _check_size(data: bytes, max_bytes: int) -> None:
@@ -280,8 +278,7 @@ def _read_signature(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
         ) from exc
     if len(signature) != SIGNATURE_BYTES:
         raise SignatureError(
-            f"manifest.sig holds {len(signature)} bytes; an Ed25519 signature is "
-            f"{SIGNATURE_BYTES}",
+            f"manifest.sig holds {len(signature)} bytes; an Ed25519 signature is {SIGNATURE_BYTES}",
             code="malformed_signature",
         )
     return signature

@@ -68,11 +68,13 @@ def generate(window: SessionWindow, tables: CandidateTables, config: CandidateCo
     covis_items, covis_scores, last_items, last_scores = _covisitation(session, tables, config)
     sknn_items, sknn_scores = _session_knn(session, tables, config)
 
-    pool = np.concatenate((
-        session[: config.session_items],
-        _top(covis_items, covis_scores, config.covis_candidates),
-        _top(sknn_items, sknn_scores, config.sknn_candidates),
-    ))
+    pool = np.concatenate(
+        (
+            session[: config.session_items],
+            _top(covis_items, covis_scores, config.covis_candidates),
+            _top(sknn_items, sknn_scores, config.sknn_candidates),
+        )
+    )
     pool = np.unique(pool)
     if pool.shape[0] < config.min_candidates:
         pool = _top_up(pool, tables, config.min_candidates)
@@ -106,7 +108,9 @@ def _covisitation(
     return items, scores, last_items[order], last_scores[order]
 
 
-def _session_knn(session: Ints, tables: CandidateTables, config: CandidateConfig) -> tuple[Ints, Floats]:
+def _session_knn(
+    session: Ints, tables: CandidateTables, config: CandidateConfig
+) -> tuple[Ints, Floats]:
     if session.shape[0] == 0 or config.sknn_neighbours == 0 or tables.n_sessions == 0:
         return _EMPTY_INTS, _EMPTY_FLOATS
     n = session.shape[0]
@@ -122,7 +126,9 @@ def _session_knn(session: Ints, tables: CandidateTables, config: CandidateConfig
         keep = np.argpartition(-similarity, config.sknn_neighbours - 1)[: config.sknn_neighbours]
         sessions, similarity = sessions[keep], similarity[keep]
     item_rows, item_lengths = _gather(tables.sess_indptr, sessions)
-    return _accumulate(tables.sess_items[item_rows], np.repeat(similarity, item_lengths), tables.n_items)
+    return _accumulate(
+        tables.sess_items[item_rows], np.repeat(similarity, item_lengths), tables.n_items
+    )
 
 
 def _gather(

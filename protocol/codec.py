@@ -42,7 +42,8 @@ class DecodedBatch:
 
 
 def encode_msgpack(event: Event) -> bytes:
-    return msgpack.packb(event.to_dict(), use_bin_type=True)
+    packed: bytes = msgpack.packb(event.to_dict(), use_bin_type=True)
+    return packed
 
 
 def encode_json(event: Event) -> bytes:
@@ -59,7 +60,9 @@ def decode_msgpack_event(data: bytes) -> Event:
 def decode_body(data: bytes, wire: WireFormat) -> DecodedBatch:
     """A request body holding one event (an object) or a batch (an array)."""
     if len(data) > MAX_BATCH_BYTES:
-        raise EventError(f"a request body is at most {MAX_BATCH_BYTES} bytes", code="body_too_large")
+        raise EventError(
+            f"a request body is at most {MAX_BATCH_BYTES} bytes", code="body_too_large"
+        )
     if not data:
         raise EventError("the request body is empty", code="empty_body")
     raw = _unpack(data) if wire == "msgpack" else _parse_json(data)
@@ -69,7 +72,9 @@ def decode_body(data: bytes, wire: WireFormat) -> DecodedBatch:
         if not raw:
             raise EventError("the batch is empty", code="empty_batch")
         if len(raw) > MAX_BATCH_EVENTS:
-            raise EventError(f"a batch holds at most {MAX_BATCH_EVENTS} events", code="batch_too_large")
+            raise EventError(
+                f"a batch holds at most {MAX_BATCH_EVENTS} events", code="batch_too_large"
+            )
         return _decode_items(raw, single=False)
     raise EventError("the body must be an event object or an array of events", code="not_an_object")
 
@@ -80,7 +85,9 @@ def _decode_items(items: list[Any], *, single: bool) -> DecodedBatch:
         try:
             event = validate_event(item)
             if len(encode_msgpack(event)) > MAX_EVENT_BYTES:
-                raise EventError(f"an event is at most {MAX_EVENT_BYTES} bytes", code="event_too_large")
+                raise EventError(
+                    f"an event is at most {MAX_EVENT_BYTES} bytes", code="event_too_large"
+                )
         except EventError as exc:
             batch.rejections.append(Rejection(index, exc))
         else:
@@ -100,7 +107,10 @@ def _unpack(data: bytes) -> Any:
 def _parse_json(data: bytes) -> Any:
     try:
         return json.loads(data, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (
+        ValueError,
+        RecursionError,
+    ) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise EventError("the body is not valid JSON", code="malformed_json") from exc
 
 

@@ -42,7 +42,7 @@ class EventError(ProtocolError):
     status = 400
 
 
-class NameError_(ProtocolError):  # noqa: N801 - avoids shadowing the builtin NameError
+class NameError_(ProtocolError):
     code = "invalid_name"
 
 

@@ -22,7 +22,9 @@ EventType = Literal[
 ]
 EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(EventType)
 EVENT_TYPE_CODES: Final[dict[str, int]] = {name: code for code, name in enumerate(EVENT_TYPES)}
-ITEM_EVENT_TYPES: Final = frozenset({"view", "click", "add_to_cart", "remove_from_cart", "purchase"})
+ITEM_EVENT_TYPES: Final = frozenset(
+    {"view", "click", "add_to_cart", "remove_from_cart", "purchase"}
+)
 
 MAX_EVENT_BYTES: Final = 4 * 1024
 MAX_BATCH_EVENTS: Final = 500
@@ -73,15 +75,26 @@ class Event:
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                out[name] = list(value) if name == "items" else (
-                    dict(value) if name == "context" else value
+                out[name] = (
+                    list(value)
+                    if name == "items"
+                    else (dict(value) if name == "context" else value)
                 )
         return out
 
 
 _OPTIONAL_FIELDS: Final = (
-    "user_id", "item_id", "items", "request_id", "query", "category", "price", "context",
-    "received_at", "region", "node",
+    "user_id",
+    "item_id",
+    "items",
+    "request_id",
+    "query",
+    "category",
+    "price",
+    "context",
+    "received_at",
+    "region",
+    "node",
 )
 KNOWN_FIELDS: Final = frozenset({"event_id", "session_id", "type", "ts", *_OPTIONAL_FIELDS})
 
@@ -98,7 +111,8 @@ def validate_event(raw: object) -> Event:
     event_id = _required_str(raw, "event_id")
     if not _EVENT_ID.fullmatch(event_id):
         raise EventError(
-            "event_id must be 8-64 characters of A-Z a-z 0-9 _ -", code="bad_event_id",
+            "event_id must be 8-64 characters of A-Z a-z 0-9 _ -",
+            code="bad_event_id",
             field="event_id",
         )
     event_type = _required_str(raw, "type")
@@ -116,7 +130,9 @@ def validate_event(raw: object) -> Event:
 
     item_id = _optional_str(raw, "item_id", 128)
     if event_type in ITEM_EVENT_TYPES and item_id is None:
-        raise EventError(f"item_id is required for {event_type}", code="missing_field", field="item_id")
+        raise EventError(
+            f"item_id is required for {event_type}", code="missing_field", field="item_id"
+        )
     items = _items(raw.get("items"))
     if event_type == "impression" and not items:
         raise EventError("items is required for impression", code="missing_field", field="items")
@@ -163,7 +179,9 @@ def _checked_str(value: object, name: str, max_len: int, required: bool) -> str:
     if not 1 <= len(value) <= max_len:
         raise EventError(f"{name} must be 1-{max_len} characters", code="bad_length", field=name)
     if _CONTROL.search(value):
-        raise EventError(f"{name} must not contain control characters", code="bad_chars", field=name)
+        raise EventError(
+            f"{name} must not contain control characters", code="bad_chars", field=name
+        )
     if _SURROGATE.search(value):
         raise EventError(f"{name} must be valid Unicode text", code="bad_chars", field=name)
     return value
@@ -174,7 +192,9 @@ def _optional_token(raw: Mapping[str, object], name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not _TOKEN.fullmatch(value):
-        raise EventError(f"{name} must be 1-64 characters of A-Z a-z 0-9 _ -", code="bad_token", field=name)
+        raise EventError(
+            f"{name} must be 1-64 characters of A-Z a-z 0-9 _ -", code="bad_token", field=name
+        )
     return value
 
 
@@ -182,7 +202,9 @@ def _optional_ts(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_TS_MS:
-        raise EventError("received_at must be milliseconds since the epoch", code="bad_ts", field="received_at")
+        raise EventError(
+            "received_at must be milliseconds since the epoch", code="bad_ts", field="received_at"
+        )
     return value
 
 
@@ -192,7 +214,9 @@ def _items(value: object) -> tuple[str, ...] | None:
     if not isinstance(value, list | tuple):
         raise EventError("items must be a list of item ids", code="bad_field_type", field="items")
     if len(value) > MAX_IMPRESSION_ITEMS:
-        raise EventError(f"items holds at most {MAX_IMPRESSION_ITEMS} ids", code="too_many_items", field="items")
+        raise EventError(
+            f"items holds at most {MAX_IMPRESSION_ITEMS} ids", code="too_many_items", field="items"
+        )
     return tuple(_checked_str(v, "items", 128, True) for v in value)
 
 
@@ -216,31 +240,44 @@ def _context(value: object) -> dict[str, Scalar] | None:
     if not isinstance(value, Mapping):
         raise EventError("context must be an object", code="bad_field_type", field="context")
     if len(value) > MAX_CONTEXT_KEYS:
-        raise EventError(f"context holds at most {MAX_CONTEXT_KEYS} keys", code="too_many_keys", field="context")
+        raise EventError(
+            f"context holds at most {MAX_CONTEXT_KEYS} keys", code="too_many_keys", field="context"
+        )
     out: dict[str, Scalar] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not 1 <= len(key) <= 64 or _SURROGATE.search(key):
             raise EventError(
                 "context keys must be strings of 1-64 characters of valid Unicode",
-                code="bad_context", field="context",
+                code="bad_context",
+                field="context",
             )
         if isinstance(item, str):
             if len(item) > 256:
-                raise EventError(f"context.{key} is longer than 256 characters", code="bad_context", field=f"context.{key}")
+                raise EventError(
+                    f"context.{key} is longer than 256 characters",
+                    code="bad_context",
+                    field=f"context.{key}",
+                )
             if _SURROGATE.search(item):
                 raise EventError(
-                    f"context.{key} must be valid Unicode text", code="bad_context",
+                    f"context.{key} must be valid Unicode text",
+                    code="bad_context",
                     field=f"context.{key}",
                 )
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise EventError(f"context.{key} must be finite", code="bad_context", field=f"context.{key}")
+                raise EventError(
+                    f"context.{key} must be finite", code="bad_context", field=f"context.{key}"
+                )
         elif isinstance(item, int) and not _MIN_WIRE_INT <= item <= _MAX_WIRE_INT:
             raise EventError(
-                f"context.{key} is out of the 64-bit integer range", code="bad_context",
+                f"context.{key} is out of the 64-bit integer range",
+                code="bad_context",
                 field=f"context.{key}",
             )
         elif item is not None and not isinstance(item, int | bool):
-            raise EventError(f"context.{key} must be a scalar", code="bad_context", field=f"context.{key}")
+            raise EventError(
+                f"context.{key} must be a scalar", code="bad_context", field=f"context.{key}"
+            )
         out[key] = item
     return out

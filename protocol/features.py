@@ -99,7 +99,9 @@ def compute(
     counts = window.type_counts
     out[:, 20] = math.log1p(n_events)
     out[:, 21] = math.log1p(len(window.item_counts))
-    for column, type_code in zip(range(23, 28), (VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH), strict=True):
+    for column, type_code in zip(
+        range(23, 28), (VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH), strict=True
+    ):
         out[:, column] = math.log1p(counts[type_code])
     return out
 
@@ -122,7 +124,9 @@ def refresh_clock(
     if session.shape[0]:
         names = [tables.item_ids[i] for i in session]
         last_seen = window.item_last_ts
-        seen_ago = np.fromiter(((now - last_seen[name]) / 1000.0 for name in names), np.float32, len(names))
+        seen_ago = np.fromiter(
+            ((now - last_seen[name]) / 1000.0 for name in names), np.float32, len(names)
+        )
         rows, source = _session_rows(candidates)
         out[rows, 14] = np.log1p(np.maximum(seen_ago[source], 0.0))
     first_ts = window.first_ts

@@ -27,8 +27,17 @@ INT64_MAX: Final = 2**63 - 1
 RANKER_PRECISIONS: Final = frozenset({"int8", "fp32"})
 
 _MANIFEST_FIELDS: Final = (
-    "format", "version", "created_at", "key_id", "feature_schema_version", "parts", "ranker",
-    "metrics", "rules_version", "config", "training",
+    "format",
+    "version",
+    "created_at",
+    "key_id",
+    "feature_schema_version",
+    "parts",
+    "ranker",
+    "metrics",
+    "rules_version",
+    "config",
+    "training",
 )
 _RANKER_PART_KEYS: Final = ("serve", "fp32", "int8")
 _PART_NAME: Final = re.compile(r"[A-Za-z0-9._/-]{1,100}")
@@ -100,7 +109,10 @@ class Manifest:
     def to_json_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no spaces, UTF-8): the exact bytes that are signed."""
         return json.dumps(
-            self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+            self.to_dict(),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
             allow_nan=False,
         ).encode("utf-8")
 
@@ -304,9 +316,7 @@ def _json_copy(value: object, path: str, *, depth: int) -> Any:
             _json_copy(item, f"{path}[{index}]", depth=depth + 1)
             for index, item in enumerate(value)
         ]
-    raise ManifestError(
-        f"{path} is a {type(value).__name__}, which JSON cannot carry", field=path
-    )
+    raise ManifestError(f"{path} is a {type(value).__name__}, which JSON cannot carry", field=path)
 
 
 def _require_utf8(text: str, path: str) -> None:

@@ -61,16 +61,23 @@ class ServingModel:
         names = manifest.config.get("feature_names")
         if names != list(features.FEATURE_NAMES):
             raise ManifestError(
-                "bundle's feature names differ from this build's", code="feature_schema_mismatch",
+                "bundle's feature names differ from this build's",
+                code="feature_schema_mismatch",
                 field="config.feature_names",
             )
         chosen = manifest.ranker.get("precision") if precision == "serve" else precision
         part = manifest.ranker.get(str(chosen))
         if chosen not in ("fp32", "int8") or not isinstance(part, str):
-            raise ManifestError(f"bundle has no {chosen} ranker", code="missing_ranker", field="ranker")
+            raise ManifestError(
+                f"bundle has no {chosen} ranker", code="missing_ranker", field="ranker"
+            )
         return cls.from_parts(
-            bundle.parts, bundle.part(part), chosen, manifest.config,  # type: ignore[arg-type]
-            version=manifest.version, manifest=manifest,
+            bundle.parts,
+            bundle.part(part),
+            chosen,
+            manifest.config,
+            version=manifest.version,
+            manifest=manifest,
         )
 
     @classmethod
@@ -90,7 +97,9 @@ class ServingModel:
             window_config = WindowConfig(**_section(config, "window"))
             candidate_config = CandidateConfig(**_section(config, "candidates"))
         except TypeError as exc:
-            raise ManifestError(f"bundle config has an unknown setting: {exc}", field="config") from exc
+            raise ManifestError(
+                f"bundle config has an unknown setting: {exc}", field="config"
+            ) from exc
         return cls(
             version=version,
             tables=tables if tables is not None else CandidateTables.from_parts(parts),
@@ -128,7 +137,11 @@ class ServingModel:
         else:
             top = np.argsort(-scores, kind="stable")
         return Ranking(
-            found.items[top], scores[top], generated - started, computed - generated, scored - computed,
+            found.items[top],
+            scores[top],
+            generated - started,
+            computed - generated,
+            scored - computed,
             cold=False,
         )
 
@@ -143,7 +156,9 @@ class RankCache:
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
-        self._entries: OrderedDict[str, tuple[int, Candidates, npt.NDArray[np.float32]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, Candidates, npt.NDArray[np.float32]]] = (
+            OrderedDict()
+        )
         self.hits = 0
         self.misses = 0
 
@@ -159,7 +174,9 @@ class RankCache:
         self.hits += 1
         return entry[1], entry[2]
 
-    def put(self, window: SessionWindow, found: Candidates, matrix: npt.NDArray[np.float32]) -> None:
+    def put(
+        self, window: SessionWindow, found: Candidates, matrix: npt.NDArray[np.float32]
+    ) -> None:
         self._entries[window.session_id] = (window.revision, found, matrix)
         self._entries.move_to_end(window.session_id)
         if len(self._entries) > self.max_sessions:

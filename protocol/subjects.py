@@ -25,7 +25,9 @@ _TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 def check_token(value: str, what: str) -> str:
     if not isinstance(value, str) or not _TOKEN.fullmatch(value):
-        raise NameError_(f"{what} must be 1-64 characters of A-Z a-z 0-9 _ -, got {value!r:.80}", field=what)
+        raise NameError_(
+            f"{what} must be 1-64 characters of A-Z a-z 0-9 _ -, got {value!r:.80}", field=what
+        )
     return value
 
 
@@ -39,5 +41,7 @@ def telemetry_subject(region: str, node: str) -> str:
 
 def bundle_object_name(version: int) -> str:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise NameError_(f"bundle version must be a positive integer, got {version!r:.40}", field="version")
+        raise NameError_(
+            f"bundle version must be a positive integer, got {version!r:.40}", field="version"
+        )
     return f"bundle-{version}"

@@ -90,7 +90,9 @@ class CandidateTables:
         }
         for name, dtype in _ARRAYS.items():
             buffer = io.BytesIO()
-            np.save(buffer, np.ascontiguousarray(getattr(self, name), dtype=dtype), allow_pickle=False)
+            np.save(
+                buffer, np.ascontiguousarray(getattr(self, name), dtype=dtype), allow_pickle=False
+            )
             parts[f"{TABLES_PREFIX}{name}.npy"] = buffer.getvalue()
         return parts
 
@@ -101,7 +103,7 @@ class CandidateTables:
         arrays = {name: _array(parts, name, dtype) for name, dtype in _ARRAYS.items()}
         # Checked before construction, which orders items by popularity.
         _check_per_item(arrays, len(item_ids))
-        tables = cls(item_ids=item_ids, categories=categories, **arrays)
+        tables = cls(item_ids=item_ids, categories=categories, **arrays)  # type: ignore[arg-type]
         tables.check()
         return tables
 
@@ -161,9 +163,11 @@ def _strings(parts: Mapping[str, bytes], name: str) -> list[str]:
 def _array(parts: Mapping[str, bytes], name: str, dtype: str) -> npt.NDArray[np.generic]:
     data = _part(parts, f"{name}.npy")
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array: npt.NDArray[np.generic] = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise PartError(f"{TABLES_PREFIX}{name}.npy is not a numpy array", code="bad_tables") from exc
+        raise PartError(
+            f"{TABLES_PREFIX}{name}.npy is not a numpy array", code="bad_tables"
+        ) from exc
     if array.dtype != np.dtype(dtype) or array.ndim != 1:
         _fail(f"{name}.npy", f"must be a 1-d {dtype} array, not {array.ndim}-d {array.dtype}")
     return array

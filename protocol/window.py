@@ -53,8 +53,17 @@ class SessionWindow:
     """One session's recent events and counters. Not thread-safe; one owner at a time."""
 
     __slots__ = (
-        "_seen", "bought", "carted", "category_counts", "config", "entries", "item_counts",
-        "item_last_ts", "revision", "session_id", "type_counts",
+        "_seen",
+        "bought",
+        "carted",
+        "category_counts",
+        "config",
+        "entries",
+        "item_counts",
+        "item_last_ts",
+        "revision",
+        "session_id",
+        "type_counts",
     )
 
     def __init__(self, session_id: str, config: WindowConfig | None = None) -> None:
@@ -148,7 +157,9 @@ class SessionWindow:
             self.item_counts[item] = self.item_counts.get(item, 0) + 1
             self.item_last_ts[item] = max(entry.ts, self.item_last_ts.get(item, entry.ts))
             if entry.category is not None:
-                self.category_counts[entry.category] = self.category_counts.get(entry.category, 0) + 1
+                self.category_counts[entry.category] = (
+                    self.category_counts.get(entry.category, 0) + 1
+                )
 
     def _forget(self, entry: Entry) -> None:
         self.revision = next(_REVISIONS)
@@ -180,7 +191,7 @@ class SessionWindow:
     # -- serialisation ---------------------------------------------------------------------
 
     def to_msgpack(self) -> bytes:
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             [
                 WINDOW_FORMAT,
                 self.session_id,
@@ -191,6 +202,7 @@ class SessionWindow:
             ],
             use_bin_type=True,
         )
+        return packed
 
     @classmethod
     def from_msgpack(cls, data: bytes, config: WindowConfig | None = None) -> SessionWindow:
@@ -199,13 +211,17 @@ class SessionWindow:
             raw = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
             fmt, session_id, entries, seen, carted, bought = raw
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise FeatureContractError("session window is not valid msgpack", code="bad_window") from exc
+            raise FeatureContractError(
+                "session window is not valid msgpack", code="bad_window"
+            ) from exc
         if fmt != WINDOW_FORMAT or not isinstance(session_id, str):
             raise FeatureContractError("session window has an unknown format", code="bad_window")
         window = cls(session_id, config)
         try:
             for ts, type_code, item, category, price in entries:
-                if not (isinstance(ts, int) and isinstance(type_code, int) and 0 <= type_code < N_TYPES):
+                if not (
+                    isinstance(ts, int) and isinstance(type_code, int) and 0 <= type_code < N_TYPES
+                ):
                     raise TypeError("entry")
                 window._append_checked(Entry(ts, type_code, item, category, price))
             for event_id in seen:
@@ -214,7 +230,9 @@ class SessionWindow:
             window.bought = {str(item) for item in bought}
             window.revision = next(_REVISIONS)
         except (ValueError, TypeError) as exc:
-            raise FeatureContractError("session window has a malformed entry", code="bad_window") from exc
+            raise FeatureContractError(
+                "session window has a malformed entry", code="bad_window"
+            ) from exc
         return window
 
     def _append_checked(self, entry: Entry) -> None:

@@ -32,17 +32,26 @@ def inspect(path: Path, as_json: bool) -> None:
         click.echo(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
         return
     ranker = manifest.ranker
-    click.echo(f"bundle version {manifest.version}  created {manifest.created_at}  key {manifest.key_id}")
-    click.echo(f"feature schema {manifest.feature_schema_version}  rules {manifest.rules_version or '-'}")
-    click.echo(f"ranker: serves {ranker.get('precision')} ({ranker.get('serve')}); "
-               f"quantized operators: {', '.join(ranker.get('quantized_operators') or []) or 'none'}")
+    click.echo(
+        f"bundle version {manifest.version}  created {manifest.created_at}  key {manifest.key_id}"
+    )
+    click.echo(
+        f"feature schema {manifest.feature_schema_version}  rules {manifest.rules_version or '-'}"
+    )
+    click.echo(
+        f"ranker: serves {ranker.get('precision')} ({ranker.get('serve')}); "
+        f"quantized operators: {', '.join(ranker.get('quantized_operators') or []) or 'none'}"
+    )
     if ranker.get("quantization_note"):
         click.echo(f"  {ranker['quantization_note']}")
     for precision, figures in (manifest.metrics.get("validation") or {}).items():
-        click.echo(f"validation {precision}: HR@20 {figures['hr_at_20']:.4f}  MRR@20 {figures['mrr_at_20']:.4f}")
+        hr, mrr = figures["hr_at_20"], figures["mrr_at_20"]
+        click.echo(f"validation {precision}: HR@20 {hr:.4f}  MRR@20 {mrr:.4f}")
     training = manifest.training
-    click.echo(f"trained on {training.get('events', '?'):,} events, {training.get('sessions', '?'):,} "
-               f"sessions, {training.get('items', '?'):,} items")
+    click.echo(
+        f"trained on {training.get('events', '?'):,} events, {training.get('sessions', '?'):,} "
+        f"sessions, {training.get('items', '?'):,} items"
+    )
     click.echo("parts:")
     for name, info in sorted(manifest.parts.items()):
         click.echo(f"  {name:<36} {info.size:>12,}  {info.sha256[:16]}")
@@ -57,5 +66,7 @@ def verify(path: Path, public_key: Path) -> None:
         key = load_public_key(public_key.read_bytes())
         checked = read_bundle(path.read_bytes(), key)
         model = ServingModel.from_bundle(checked)
-    click.echo(f"ok: bundle version {model.version} verifies ({len(checked.parts)} parts, "
-               f"serves {model.precision}, {model.tables.n_items:,} items)")
+    click.echo(
+        f"ok: bundle version {model.version} verifies ({len(checked.parts)} parts, "
+        f"serves {model.precision}, {model.tables.n_items:,} items)"
+    )

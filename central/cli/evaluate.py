@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,12 @@ class Report:
             "test_sessions": self.split.test_sessions,
             "predictions": self.split.predictions,
             "results": [
-                {"name": r.name, "hr_at_20": round(r.hr_at_k, 6), "mrr_at_20": round(r.mrr_at_k, 6),
-                 "ms_per_prediction": round(r.ms_per_prediction, 4)}
+                {
+                    "name": r.name,
+                    "hr_at_20": round(r.hr_at_k, 6),
+                    "mrr_at_20": round(r.mrr_at_k, 6),
+                    "ms_per_prediction": round(r.ms_per_prediction, 4),
+                }
                 for r in self.results
             ],
         }
@@ -51,16 +56,33 @@ class Report:
 
 @click.command()
 @data_options
-@click.option("--test-days", type=click.FloatRange(0, min_open=True), default=7.0, show_default=True,
-              help="Sessions ending in the log's last N days are the test set.")
-@click.option("--bundle", "bundle_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Score this bundle instead of training one on the training part of the split. "
-                   "It must not have been trained on the test period.")
+@click.option(
+    "--test-days",
+    type=click.FloatRange(0, min_open=True),
+    default=7.0,
+    show_default=True,
+    help="Sessions ending in the log's last N days are the test set.",
+)
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Score this bundle instead of training one on the training part of the split. "
+    "It must not have been trained on the test period.",
+)
 @public_key_option(required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def evaluate(data: Path, fmt: str, skip_bad_rows: bool, test_days: float, bundle_path: Path | None,
-             public_key: Path | None, as_json: bool, seed: int) -> None:
+def evaluate(
+    data: Path,
+    fmt: str,
+    skip_bad_rows: bool,
+    test_days: float,
+    bundle_path: Path | None,
+    public_key: Path | None,
+    as_json: bool,
+    seed: int,
+) -> None:
     """Replay test sessions and report HR@20 / MRR@20 for baselines and Proxima."""
     with reported_errors():
         log, _ = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
@@ -78,8 +100,14 @@ def evaluate(data: Path, fmt: str, skip_bad_rows: bool, test_days: float, bundle
             for recommender in recommenders:
                 recommender.fit(split.train)
                 task = bars.add_task(f"replay {recommender.name}", total=split.predictions)
-                results.append(replay(recommender, split.test, k=K,
-                                      progress=lambda n, task=task: bars.advance(task, n)))
+                results.append(
+                    replay(
+                        recommender,
+                        split.test,
+                        k=K,
+                        progress=partial(bars.advance, task),
+                    )
+                )
     report = Report(data.name, split, results)
     if as_json:
         click.echo(json.dumps(report.to_json()))
@@ -89,8 +117,13 @@ def evaluate(data: Path, fmt: str, skip_bad_rows: bool, test_days: float, bundle
 
 def _train_on_split(split: Split, seed: int, progress: Any) -> Bundle:
     private_pem, public_pem = generate_keypair()  # a throwaway key: this bundle never leaves
-    trained = train_bundle(split.train, TrainerConfig(seed=seed), version=1,
-                           private_key_pem=private_pem, progress=progress)
+    trained = train_bundle(
+        split.train,
+        TrainerConfig(seed=seed),
+        version=1,
+        private_key_pem=private_pem,
+        progress=progress,
+    )
     return read_bundle(trained.bundle, load_public_key(public_pem))
 
 
@@ -111,5 +144,7 @@ def _print_table(report: Report) -> None:
         table.add_row(r.name, f"{r.hr_at_k:.4f}", f"{r.mrr_at_k:.4f}", f"{r.ms_per_prediction:.3f}")
     console = Console(file=sys.stdout)
     console.print(table)
-    console.print(f"train events {split.train_events:,}  train sessions {split.train_sessions:,}  "
-                  f"test sessions {split.test_sessions:,}  predictions {split.predictions:,}")
+    console.print(
+        f"train events {split.train_events:,}  train sessions {split.train_sessions:,}  "
+        f"test sessions {split.test_sessions:,}  predictions {split.predictions:,}"
+    )

@@ -17,8 +17,11 @@ from central.loggen import generate as generate_log
 @click.option("--items", type=click.IntRange(1), default=20_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--days", type=click.FloatRange(0, min_open=True), default=30.0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV file to write (default: standard output).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write (default: standard output).",
+)
 def generate(sessions: int, items: int, seed: int, days: float, out: Path | None) -> None:
     """Write a realistic synthetic shop log in the generic CSV format."""
     try:

@@ -16,8 +16,13 @@ def keys() -> None:
 
 
 @keys.command("generate")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for signing.key (private, mode 0600) and signing.pub.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for signing.key (private, mode 0600) and signing.pub.",
+)
 @click.option("--force", is_flag=True, help="Replace existing key files.")
 def generate_keys(out_dir: Path, force: bool) -> None:
     """Write a new signing key pair."""

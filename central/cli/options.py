@@ -12,19 +12,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def data_options(function: F) -> F:
-    function = click.option("--skip-bad-rows", is_flag=True,
-                            help="Skip malformed rows (counted) instead of stopping at the first.")(function)
-    function = click.option("--format", "fmt", type=click.Choice(["diginetica", "csv"]), required=True,
-                            help="diginetica: session_id;user_id;item_id;timeframe;eventdate. csv: a "
-                                 "header naming session_id (or user_id),item_id,timestamp.")(function)
-    function = click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                            required=True, help="Event log to read.")(function)
+    function = click.option(
+        "--skip-bad-rows",
+        is_flag=True,
+        help="Skip malformed rows (counted) instead of stopping at the first.",
+    )(function)
+    function = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["diginetica", "csv"]),
+        required=True,
+        help="diginetica: session_id;user_id;item_id;timeframe;eventdate. csv: a "
+        "header naming session_id (or user_id),item_id,timestamp.",
+    )(function)
+    function = click.option(
+        "--data",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="Event log to read.",
+    )(function)
     return function
 
 
 def public_key_option(required: bool) -> Callable[[F], F]:
     return click.option(
-        "--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        envvar="PROXIMA_PUBLIC_KEY", required=required, show_envvar=True,
+        "--public-key",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="PROXIMA_PUBLIC_KEY",
+        required=required,
+        show_envvar=True,
         help="Public key that bundles must verify against.",
     )

@@ -6,7 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from central.trainer.pipeline import Progress as StageProgress
 
@@ -23,14 +30,19 @@ _STAGES = {
 def progress_bars(enabled: bool = True) -> Iterator[Progress]:
     console = Console(stderr=True)
     with Progress(
-        TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=not enabled or not console.is_terminal, transient=False,
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled or not console.is_terminal,
+        transient=False,
     ) as progress:
         yield progress
 
 
 def stage_reporter(progress: Progress) -> StageProgress:
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def report(stage: str, done: int, total: int) -> None:
         if stage not in tasks:

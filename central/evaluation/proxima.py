@@ -50,7 +50,9 @@ class ProximaRecommender:
     def _map_items(self, log: EventLog) -> None:
         code = {item: i for i, item in enumerate(log.item_ids)}
         self._to_log = np.fromiter(
-            (code.get(item, -1) for item in self.model.tables.item_ids), np.int64, self.model.tables.n_items
+            (code.get(item, -1) for item in self.model.tables.item_ids),
+            np.int64,
+            self.model.tables.n_items,
         )
         self._vocabulary = log.item_ids
 

@@ -86,7 +86,9 @@ def build_examples(
     )
 
 
-def _sample(hit: npt.NDArray[np.bool_], negatives: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+def _sample(
+    hit: npt.NDArray[np.bool_], negatives: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
     positive = np.flatnonzero(hit)
     negative = np.flatnonzero(~hit)
     if negatives and negative.shape[0] > negatives:

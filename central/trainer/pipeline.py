@@ -82,7 +82,9 @@ def train_bundle(
     bounds = log.session_bounds()
     n_runs = bounds.shape[0] - 1
     if n_runs < 2 * config.folds:
-        raise TrainingError(f"need at least {2 * config.folds} sessions to train, the log has {n_runs}")
+        raise TrainingError(
+            f"need at least {2 * config.folds} sessions to train, the log has {n_runs}"
+        )
     run_of_row = np.repeat(np.arange(n_runs), np.diff(bounds))
     held_out = _most_recent_runs(log, bounds, config.validation_fraction)
     fitting = np.setdiff1d(np.arange(n_runs), held_out)
@@ -94,7 +96,10 @@ def train_bundle(
     sets: list[ExampleSet] = []
     for fold in range(config.folds):
         report("examples", fold, config.folds)
-        tables = build_tables(log.select((fold_of_run[run_of_row] != fold) & (fold_of_run[run_of_row] >= 0)), config.tables)
+        tables = build_tables(
+            log.select((fold_of_run[run_of_row] != fold) & (fold_of_run[run_of_row] >= 0)),
+            config.tables,
+        )
         runs = np.flatnonzero(fold_of_run == fold)
         if share < 1.0:
             runs = runs[rng.random(runs.shape[0]) < share]
@@ -103,7 +108,9 @@ def train_bundle(
     x = np.concatenate([s.features for s in sets])
     y = np.concatenate([s.labels for s in sets])
     if y.sum() == 0 or y.sum() == y.shape[0]:
-        raise TrainingError("the replay gave no usable examples: is the log long enough per session?")
+        raise TrainingError(
+            "the replay gave no usable examples: is the log long enough per session?"
+        )
 
     report("fit", 0, 1)
     model = _fit(x, y, config)
@@ -112,7 +119,10 @@ def train_bundle(
     fit_tables = build_tables(log.select(fold_of_run[run_of_row] >= 0), config.tables)
     check_runs = held_out
     if positions[held_out].sum() > config.max_validation_positions:
-        check_runs = held_out[rng.random(held_out.shape[0]) < config.max_validation_positions / positions[held_out].sum()]
+        check_runs = held_out[
+            rng.random(held_out.shape[0])
+            < config.max_validation_positions / positions[held_out].sum()
+        ]
     held_examples = _examples(log, check_runs, fit_tables, config, seed=config.seed + 99)
 
     report("export", 0, 1)
@@ -126,9 +136,13 @@ def train_bundle(
 
     report("validate", 0, 1)
     settings = _settings(config)
-    replay = validation_replay(log, check_runs, fit_tables, settings, {"fp32": fp32, "int8": quantized.model})
+    replay = validation_replay(
+        log, check_runs, fit_tables, settings, {"fp32": fp32, "int8": quantized.model}
+    )
     report("validate", 1, 1)
-    precision, quantization_note = _choose_precision(replay, quantized.note, quantized.model is not None)
+    precision, quantization_note = _choose_precision(
+        replay, quantized.note, quantized.model is not None
+    )
 
     report("tables", 0, 1)
     tables = build_tables(log, config.tables)
@@ -140,7 +154,9 @@ def train_bundle(
     metrics = {
         "validation": replay,
         "parity_max_abs_diff": parity.max_abs_diff,
-        "example_recall": float(sum(s.covered for s in sets) / max(1, sum(s.positions for s in sets))),
+        "example_recall": float(
+            sum(s.covered for s in sets) / max(1, sum(s.positions for s in sets))
+        ),
     }
     training = {
         "events": log.n_events,
@@ -185,11 +201,22 @@ def _settings(config: TrainerConfig) -> dict[str, Any]:
     }
 
 
-def _examples(log: EventLog, runs: npt.NDArray[np.int64], tables: CandidateTables, config: TrainerConfig, *, seed: int) -> ExampleSet:
+def _examples(
+    log: EventLog,
+    runs: npt.NDArray[np.int64],
+    tables: CandidateTables,
+    config: TrainerConfig,
+    *,
+    seed: int,
+) -> ExampleSet:
     return build_examples(
-        log, runs, tables,
-        window_config=config.window, candidate_config=config.candidates,
-        negatives=config.negatives, seed=seed,
+        log,
+        runs,
+        tables,
+        window_config=config.window,
+        candidate_config=config.candidates,
+        negatives=config.negatives,
+        seed=seed,
     )
 
 
@@ -206,9 +233,11 @@ def _fit(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], config: TrainerCon
     return model
 
 
-def _most_recent_runs(log: EventLog, bounds: npt.NDArray[np.int64], fraction: float) -> npt.NDArray[np.int64]:
+def _most_recent_runs(
+    log: EventLog, bounds: npt.NDArray[np.int64], fraction: float
+) -> npt.NDArray[np.int64]:
     ended = log.ts[bounds[1:] - 1]
-    n_held = int(round((bounds.shape[0] - 1) * fraction))
+    n_held = round((bounds.shape[0] - 1) * fraction)
     return np.sort(np.argsort(ended, kind="stable")[len(ended) - n_held :]).astype(np.int64)
 
 

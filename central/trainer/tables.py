@@ -27,8 +27,8 @@ def build_tables(log: EventLog, config: TableConfig | None = None) -> CandidateT
     config = config or TableConfig()
     if log.n_events == 0:
         raise TrainingError("cannot build candidate tables from an empty log")
-    used, item = np.unique(log.item, return_inverse=True)
-    item = item.astype(np.int32)
+    used, inverse = np.unique(log.item, return_inverse=True)
+    item: npt.NDArray[np.int32] = inverse.astype(np.int32)
     n_items = used.shape[0]
     item_ids = [log.item_ids[code] for code in used]
 
@@ -119,13 +119,17 @@ def _covisitation(
     rank = np.arange(source.shape[0]) - starts[source]
     kept = rank < config.covis_neighbours
     source, target, total = source[kept], target[kept], total[kept]
-    indptr = np.concatenate(([0], np.cumsum(np.bincount(source, minlength=n_items)))).astype(np.int64)
+    indptr = np.concatenate(([0], np.cumsum(np.bincount(source, minlength=n_items)))).astype(
+        np.int64
+    )
     return indptr, target.astype(np.int32), total
 
 
 def _session_index(
     log: EventLog, item: npt.NDArray[np.int32], n_items: int, config: TableConfig
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int32]
+]:
     """Distinct items of the most recent sessions, and the most recent sessions per item.
 
     Sessions are numbered by when they ended, oldest first, so "most recent" is "highest".
@@ -143,12 +147,16 @@ def _session_index(
     pairs = np.unique(row_rank[indexed] * n_items + item[indexed])
     sess, items = pairs // n_items, (pairs % n_items).astype(np.int32)
     n_sessions = by_end.shape[0]
-    sess_indptr = np.concatenate(([0], np.cumsum(np.bincount(sess, minlength=n_sessions)))).astype(np.int64)
+    sess_indptr = np.concatenate(([0], np.cumsum(np.bincount(sess, minlength=n_sessions)))).astype(
+        np.int64
+    )
 
     order = np.lexsort((-sess, items))  # by item, most recent session first
     by_item, sess_of = items[order], sess[order].astype(np.int32)
     starts = np.searchsorted(by_item, np.arange(n_items))
     kept = (np.arange(by_item.shape[0]) - starts[by_item]) < config.sessions_per_item
     by_item, sess_of = by_item[kept], sess_of[kept]
-    item_indptr = np.concatenate(([0], np.cumsum(np.bincount(by_item, minlength=n_items)))).astype(np.int64)
+    item_indptr = np.concatenate(([0], np.cumsum(np.bincount(by_item, minlength=n_items)))).astype(
+        np.int64
+    )
     return sess_indptr, items, item_indptr, sess_of
