@@ -1,0 +1,1 @@
+"""The edge node: answers "what should this session see next" from local state."""

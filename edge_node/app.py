@@ -1,0 +1,193 @@
+"""The edge's Starlette application.
+
+:func:`prepare` does the start-up checks that can fail on operator input (public key,
+bundle, rules) so the command line reports them before any port is opened;
+:func:`create_app` wires routes and middlewares, and its lifespan opens and releases the
+resources that live with the server (Redis client, spool, background tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+
+from edge_node.config import EdgeSettings
+from edge_node.errors import EdgeError, SettingsError
+from edge_node.metrics import EdgeMetrics
+from edge_node.middleware.client_rate import ClientRateLimitMiddleware
+from edge_node.middleware.concurrency import ConcurrencyLimitMiddleware
+from edge_node.middleware.request_metrics import RequestMetricsMiddleware
+from edge_node.model_store import ModelStore
+from edge_node.ratelimit import TokenBuckets
+from edge_node.recommend import Recommender
+from edge_node.routes import events, openapi, recommendations, status, stream
+from edge_node.routes.common import json_response
+from edge_node.rules import RulesError, RuleSet
+from edge_node.sessions import SessionStore
+from edge_node.state import EdgeState
+from edge_node.streams import StreamHub
+from edge_node.uplink import Uplink
+from protocol.errors import ProtocolError
+from protocol.keys import load_public_key
+from protocol.window import WindowConfig
+
+log = logging.getLogger("proxima.edge")
+
+ROUTES = (
+    Route("/v1/events", events.post_events, methods=["POST"]),
+    Route("/v1/recommendations", recommendations.get_recommendations, methods=["GET"]),
+    WebSocketRoute("/v1/stream", stream.stream),
+    Route("/v1/model", status.model_info, methods=["GET"]),
+    Route("/healthz", status.healthz, methods=["GET"]),
+    Route("/readyz", status.readyz, methods=["GET"]),
+    Route("/metrics", status.metrics, methods=["GET"]),
+    Route("/openapi.json", openapi.openapi, methods=["GET"]),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    models: ModelStore
+    rules: RuleSet | None
+
+
+def prepare(settings: EdgeSettings) -> Prepared:
+    """Loads the key, the bundle and the rules; raises :class:`SettingsError` on any problem."""
+    try:
+        key = load_public_key(settings.public_key.read_bytes())
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read public key {settings.public_key}: {exc.strerror}"
+        ) from exc
+    except ProtocolError as exc:
+        raise SettingsError(f"public key {settings.public_key}: {exc.message}") from exc
+    models = ModelStore(key, rank_cache_sessions=settings.rank_cache_sessions)
+    if settings.bundle is not None:
+        try:
+            models.load_file(settings.bundle)
+        except OSError as exc:
+            raise SettingsError(f"cannot read bundle {settings.bundle}: {exc.strerror}") from exc
+        except ProtocolError as exc:
+            raise SettingsError(
+                f"bundle {settings.bundle} refused: {exc.message} [{exc.code}]"
+            ) from exc
+    rules = None
+    if settings.rules is not None:
+        try:
+            rules = RuleSet.parse(settings.rules.read_bytes())
+        except OSError as exc:
+            raise SettingsError(f"cannot read rules {settings.rules}: {exc.strerror}") from exc
+        except RulesError as exc:
+            raise SettingsError(f"rules {settings.rules}: {exc}") from exc
+    return Prepared(models, rules)
+
+
+def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Starlette:
+    prepared = prepared or prepare(settings)
+    metrics = EdgeMetrics(settings.region, settings.node)
+    models = prepared.models
+    window_config = models.current.window_config if models.current else WindowConfig()
+    redis = aioredis.from_url(settings.redis) if settings.redis else None
+    sessions = SessionStore(
+        window_config,
+        max_sessions=settings.sessions_max,
+        max_bytes=settings.sessions_max_bytes,
+        node_id=f"{settings.region}/{settings.node}",
+        redis=redis,
+    )
+    state = EdgeState(
+        settings=settings,
+        metrics=metrics,
+        models=models,
+        sessions=sessions,
+        uplink=Uplink.from_settings(settings),
+        recommender=Recommender(models, sessions, metrics, settings.node, prepared.rules),
+        session_buckets=TokenBuckets(
+            settings.session_rate, settings.session_burst, settings.rate_limit_keys
+        ),
+        streams=StreamHub(settings.stream_max_per_session, metrics),
+    )
+    if models.current is not None:
+        metrics.bundle_version.set(models.current.version)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.uplink.start()
+        await sessions.start()
+        try:
+            yield
+        finally:
+            await sessions.close()
+            await state.uplink.close(settings.shutdown_timeout_s)
+            if redis is not None:
+                await redis.aclose()
+
+    middleware = [
+        Middleware(
+            RequestMetricsMiddleware, metrics=metrics, routes=frozenset(r.path for r in ROUTES)
+        ),
+        Middleware(
+            ClientRateLimitMiddleware,
+            metrics=metrics,
+            buckets=TokenBuckets(settings.ip_rate, settings.ip_burst, settings.rate_limit_keys),
+        ),
+        Middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency, metrics=metrics),
+    ]
+    if settings.cors_origins:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["content-type", "x-proxima-key"],
+                max_age=600,
+            ),
+        )
+    app = Starlette(
+        routes=list(ROUTES),
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            EdgeError: _edge_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.edge = state
+    return app
+
+
+async def _edge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EdgeError)
+    return Response(
+        exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers()
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return json_response(
+        {"error": {"code": code, "message": str(exc.detail)}},
+        status=exc.status_code,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return json_response(
+        {"error": {"code": "internal_error", "message": "internal error"}}, status=500
+    )

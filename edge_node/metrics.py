@@ -1,0 +1,109 @@
+"""The edge's Prometheus metrics, on a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGES = ("window", "candidates", "features", "inference", "rules", "total")
+# 25 µs to 2.5 s: the interesting range of an edge answer is well under a millisecond.
+LATENCY_BUCKETS = (
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+class EdgeMetrics:
+    def __init__(self, region: str, node: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "proxima_edge_stage_seconds",
+            "Time per stage of a recommendation answer",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = {stage: self.stage_seconds.labels(stage) for stage in STAGES}
+        self.requests = Counter(
+            "proxima_edge_requests_total",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.events = Counter(
+            "proxima_edge_events_total",
+            "Events by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.events_accepted = self.events.labels("accepted")
+        self.events_duplicate = self.events.labels("duplicate")
+        self.events_rejected = self.events.labels("rejected")
+        self.rejected = Counter(
+            "proxima_edge_rejections_total",
+            "Requests refused before work: rate limits, overload",
+            ["reason"],
+            registry=r,
+        )
+        self.recommendations = Counter(
+            "proxima_edge_recommendations_total",
+            "Answers by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.rules_fired = Counter(
+            "proxima_edge_rules_fired_total",
+            "Rules whose condition held",
+            ["rule"],
+            registry=r,
+        )
+        self.bundle_version = Gauge(
+            "proxima_edge_bundle_version",
+            "Version of the bundle being served",
+            registry=r,
+        )
+        self.bundle_refusals = Counter(
+            "proxima_edge_bundle_refusals_total",
+            "Bundles refused by a check",
+            ["code"],
+            registry=r,
+        )
+        self.sessions = Gauge("proxima_edge_sessions", "Session windows held in memory", registry=r)
+        self.spool_pending_bytes = Gauge(
+            "proxima_edge_spool_pending_bytes",
+            "Accepted event bytes not yet published",
+            registry=r,
+        )
+        self.spool_pending_events = Gauge(
+            "proxima_edge_spool_pending_events",
+            "Accepted events not yet published",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "proxima_edge_in_flight_requests", "Requests being served", registry=r
+        )
+        self.streams = Gauge("proxima_edge_streams", "Open WebSocket streams", registry=r)
+        self.stream_dropped = Counter(
+            "proxima_edge_stream_dropped_total",
+            "Pushes dropped for slow WebSocket clients",
+            registry=r,
+        )
+        info = Gauge("proxima_edge_info", "Where this edge runs", ["region", "node"], registry=r)
+        info.labels(region, node).set(1)

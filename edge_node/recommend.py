@@ -1,0 +1,147 @@
+"""Answering "what should this session see next": window, ranking, rules, answer.
+
+Shared by ``GET /v1/recommendations`` and the WebSocket push, so both answer alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edge_node.errors import NotReady
+from edge_node.metrics import EdgeMetrics
+from edge_node.model_store import ModelStore
+from edge_node.rules import RuleRequest, RuleSet
+from edge_node.sessions import SessionStore
+from protocol.serving import ServingModel
+from protocol.tables import CandidateTables
+from protocol.window import SessionWindow
+
+Scalar = str | int | float | bool | None
+
+
+class TableCatalog:
+    """Item attributes from the bundle's tables, as the rules engine asks for them."""
+
+    __slots__ = ("_tables",)
+
+    def __init__(self, tables: CandidateTables) -> None:
+        self._tables = tables
+
+    def category_of(self, item_id: str) -> str | None:
+        index = self._tables.item_index.get(item_id)
+        if index is None:
+            return None
+        code = int(self._tables.category[index])
+        return self._tables.categories[code] if code >= 0 else None
+
+    def price_of(self, item_id: str) -> float | None:
+        index = self._tables.item_index.get(item_id)
+        if index is None:
+            return None
+        price = float(self._tables.price[index])
+        return None if price != price else price  # NaN: unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    session_id: str
+    k: int
+    slot: str | None
+    context: Mapping[str, Scalar]
+
+
+class Recommender:
+    def __init__(
+        self,
+        models: ModelStore,
+        sessions: SessionStore,
+        metrics: EdgeMetrics,
+        node: str,
+        rules: RuleSet | None = None,
+    ) -> None:
+        self.models = models
+        self.sessions = sessions
+        self.metrics = metrics
+        self.rules = rules
+        self._catalog: tuple[ServingModel, TableCatalog] | None = None
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{node}-{os.urandom(3).hex()}-"
+
+    def next_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    async def answer(self, query: Query) -> dict[str, Any]:
+        model = self.models.current
+        if model is None:
+            raise NotReady("no verified bundle is loaded yet", retry_after_s=1)
+        clock = time.perf_counter
+        started = clock()
+        window = await self.sessions.get(query.session_id)
+        windowed = clock()
+        stage = self.metrics.stage
+        stage["window"].observe(windowed - started)
+
+        now_ms = int(time.time() * 1000)
+        if window is None:
+            window = SessionWindow(query.session_id, model.window_config)
+        rules = self.rules
+        depth = max(query.k, 100) if rules is not None else query.k
+        ranking = model.rank(window, depth, now_ms)
+        stage["candidates"].observe(ranking.candidates_s)
+        if not ranking.cold:
+            stage["features"].observe(ranking.features_s)
+            stage["inference"].observe(ranking.inference_s)
+
+        ruled = clock()
+        item_ids = model.tables.item_ids
+        names = [item_ids[i] for i in ranking.items.tolist()]
+        scores = ranking.scores.tolist()
+        fired: list[str] = []
+        offers: list[dict[str, Any]] = []
+        if rules is not None:
+            outcome = rules.apply(
+                names,
+                scores,
+                window,
+                RuleRequest(query.slot, query.context, now_ms),
+                self._catalog_for(model),
+                query.k,
+            )
+            names, scores, fired, offers = (
+                outcome.items,
+                outcome.scores,
+                outcome.fired,
+                outcome.offers,
+            )
+            for rule in fired:
+                self.metrics.rules_fired.labels(rule).inc()
+        done = clock()
+        stage["rules"].observe(done - ruled)
+        stage["total"].observe(done - started)
+        self.metrics.recommendations.labels("cold" if ranking.cold else "ranked").inc()
+        return {
+            "request_id": self.next_request_id(),
+            "session_id": query.session_id,
+            "model_version": model.version,
+            "precision": model.precision,
+            "items": [
+                {"item_id": name, "score": round(score, 6)}
+                for name, score in zip(names[: query.k], scores[: query.k], strict=False)
+            ],
+            "rules": fired,
+            "offers": offers,
+            "cold": ranking.cold,
+            "stale": self.models.stale,
+        }
+
+    def _catalog_for(self, model: ServingModel) -> TableCatalog:
+        cached = self._catalog
+        if cached is None or cached[0] is not model:
+            cached = (model, TableCatalog(model.tables))
+            self._catalog = cached
+        return cached[1]

@@ -1,0 +1,167 @@
+"""``POST /v1/events``: one event or a batch, JSON or msgpack; 202 with counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import time
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from edge_node.errors import (
+    BadRequest,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from edge_node.routes.common import edge_state, json_response
+from edge_node.state import EdgeState
+from edge_node.uplink import UplinkOverloadedError, UplinkUnavailableError
+from protocol.codec import Rejection, WireFormat, decode_body, encode_msgpack
+from protocol.errors import EventError
+from protocol.events import Event
+from protocol.window import SessionWindow
+
+_MEDIA_TYPES: dict[str, WireFormat] = {
+    "application/json": "json",
+    "text/plain": "json",  # what navigator.sendBeacon sends without a preflight
+    "application/msgpack": "msgpack",
+    "application/x-msgpack": "msgpack",
+}
+
+
+async def post_events(request: Request) -> Response:
+    state = edge_state(request)
+    wire = _wire_format(request)
+    _check_api_key(request, state, wire)
+    body = await _read_body(request, state.settings.max_body_bytes)
+    try:
+        batch = decode_body(body, wire)
+    except EventError as exc:
+        if exc.code == "body_too_large":  # max_body_bytes is set above the batch limit
+            raise PayloadTooLarge(exc.message, code=exc.code) from exc
+        raise BadRequest(exc.message, code=exc.code, field=exc.field) from exc
+
+    received_at = int(time.time() * 1000)
+    settings = state.settings
+    rejections = list(batch.rejections)
+    fresh: list[tuple[Event, SessionWindow]] = []
+    seen_in_batch: set[str] = set()
+    duplicates = 0
+    longest_wait = 0.0
+    for index, event in enumerate(batch.events):
+        wait = state.session_buckets.take(event.session_id)
+        if wait:
+            longest_wait = max(longest_wait, wait)
+            state.metrics.rejected.labels("session_rate").inc()
+            error = EventError(
+                f"session is over its rate limit; retry in {wait:.1f}s", code="rate_limited"
+            )
+            rejections.append(Rejection(index, error))
+            continue
+        window = await state.sessions.get_or_create(event.session_id)
+        if event.event_id in seen_in_batch or window.has_seen(event.event_id):
+            duplicates += 1
+            continue
+        seen_in_batch.add(event.event_id)
+        stamped = dataclasses.replace(
+            event, received_at=received_at, region=settings.region, node=settings.node
+        )
+        fresh.append((stamped, window))
+
+    if fresh:
+        try:
+            await state.uplink.submit([encode_msgpack(event) for event, _ in fresh])
+        except (UplinkOverloadedError, UplinkUnavailableError) as exc:
+            state.metrics.rejected.labels("uplink").inc()
+            raise Overloaded(
+                "event uplink is full; retry the same events later", retry_after_s=exc.retry_after_s
+            ) from exc
+    # Only now, with the events safe in the spool, do the windows take them.
+    changed: dict[str, SessionWindow] = {}
+    for event, window in fresh:
+        window.add(event)
+        changed[window.session_id] = window
+    for window in changed.values():
+        await state.sessions.saved(window)
+        state.streams.notify(window.session_id)
+
+    metrics = state.metrics
+    metrics.events_accepted.inc(len(fresh))
+    metrics.events_duplicate.inc(duplicates)
+    metrics.events_rejected.inc(len(rejections))
+    if batch.single and rejections:
+        error = rejections[0].error
+        body_out: dict[str, Any] = {"error": error.to_dict()}
+        if error.code == "rate_limited":
+            retry_after = RateLimited(error.message, retry_after_s=longest_wait).headers()
+            return json_response(body_out, status=429, headers=retry_after)
+        return json_response(body_out, status=400)
+    rejections.sort(key=lambda r: r.index)
+    result = {
+        "accepted": len(fresh),
+        "duplicate": duplicates,
+        "rejected": len(rejections),
+        "rejections": [r.to_dict() for r in rejections[:100]],
+    }
+    return json_response(result, status=202)
+
+
+def _wire_format(request: Request) -> WireFormat:
+    media = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+    wire = _MEDIA_TYPES.get(media)
+    if wire is None:
+        raise UnsupportedMediaType(
+            "send events as application/json or application/msgpack", field="content-type"
+        )
+    return wire
+
+
+def _check_api_key(request: Request, state: EdgeState, wire: WireFormat) -> None:
+    keys = state.settings.api_keys
+    if not keys:
+        return
+    presented = request.headers.get("x-proxima-key")
+    authorization = request.headers.get("authorization", "")
+    if presented is None and authorization.lower().startswith("bearer "):
+        presented = authorization[7:].strip()
+    if presented is None:
+        if wire == "msgpack":
+            raise Unauthorized(
+                "server-side ingestion needs an API key (X-Proxima-Key)", code="missing_api_key"
+            )
+        return
+    if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
+        raise Unauthorized("API key not recognised", code="bad_api_key")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(
+                "Content-Length is not a number", code="bad_header", field="content-length"
+            )
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"a request body is at most {limit} bytes", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"a request body is at most {limit} bytes", code="body_too_large"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        # The client gave up before sending the body it announced: its fault, not ours
+        # (as a 500 it would count against the model being rolled out).
+        raise BadRequest(
+            "the connection closed before the body was complete", code="incomplete_body"
+        ) from exc
+    return b"".join(chunks)

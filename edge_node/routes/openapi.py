@@ -1,0 +1,214 @@
+"""``GET /openapi.json``: the schema of the edge API, kept beside the routes it describes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge_node.routes.common import json_response
+from protocol.events import EVENT_TYPES, MAX_BATCH_EVENTS
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error_responses(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed input",
+        401: "Missing or wrong API key",
+        413: "Body too large",
+        415: "Unsupported content type",
+        429: "Rate limited (Retry-After)",
+        503: "Overloaded or not ready (Retry-After)",
+    }
+    return {
+        str(s): {"description": text[s], "content": {"application/json": {"schema": _ERROR}}}
+        for s in statuses
+    }
+
+
+def _query(
+    name: str, schema: dict[str, Any], required: bool = False, description: str = ""
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+SESSION = _query("session_id", {"type": "string", "minLength": 1, "maxLength": 128}, True)
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event_id", "session_id", "type", "ts"],
+    "additionalProperties": False,
+    "properties": {
+        "event_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,64}$"},
+        "session_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "user_id": {"type": "string", "maxLength": 128},
+        "type": {"type": "string", "enum": list(EVENT_TYPES)},
+        "item_id": {"type": "string", "maxLength": 128},
+        "items": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
+        "request_id": {"type": "string", "maxLength": 128},
+        "query": {"type": "string", "maxLength": 256},
+        "category": {"type": "string", "maxLength": 128},
+        "price": {"type": "number", "minimum": 0},
+        "ts": {"type": "integer", "minimum": 0},
+        "context": {"type": "object", "maxProperties": 16},
+    },
+}
+
+SCHEMA: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Proxima edge API", "version": "1"},
+    "paths": {
+        "/v1/events": {
+            "post": {
+                "summary": "Accept one event or a batch (JSON or msgpack)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    EVENT_SCHEMA,
+                                    {
+                                        "type": "array",
+                                        "maxItems": MAX_BATCH_EVENTS,
+                                        "items": EVENT_SCHEMA,
+                                    },
+                                ]
+                            }
+                        },
+                        "application/msgpack": {
+                            "schema": {"description": "the same, msgpack-encoded"}
+                        },
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "Counts of accepted, duplicate and rejected events",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Accepted"}
+                            }
+                        },
+                    },
+                    **_error_responses(400, 401, 413, 415, 429, 503),
+                },
+            }
+        },
+        "/v1/recommendations": {
+            "get": {
+                "summary": "Ranked items for a session",
+                "parameters": [
+                    SESSION,
+                    _query("k", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _query("slot", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}),
+                    _query(
+                        "ctx.*",
+                        {"type": "string", "maxLength": 256},
+                        description="request context, ≤ 16 keys",
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Recommendations",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Recommendations"}
+                            }
+                        },
+                    },
+                    **_error_responses(400, 429, 503),
+                },
+            }
+        },
+        "/v1/stream": {
+            "get": {
+                "summary": "WebSocket: fresh recommendations after each event of the session",
+                "parameters": [SESSION],
+                "responses": {"101": {"description": "Switching protocols"}},
+            }
+        },
+        "/v1/model": {
+            "get": {
+                "summary": "Loaded bundle, rollout state, this session's variant",
+                "parameters": [{**SESSION, "required": False}],
+                "responses": {"200": {"description": "Model state"}},
+            }
+        },
+        "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Ready: a verified bundle is loaded",
+                "responses": {"200": {"description": "ready"}, **_error_responses(503)},
+            }
+        },
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "schema"}}}
+        },
+    },
+    "components": {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "field": {"type": "string"},
+                        },
+                    }
+                },
+            },
+            "Accepted": {
+                "type": "object",
+                "properties": {
+                    "accepted": {"type": "integer"},
+                    "duplicate": {"type": "integer"},
+                    "rejected": {"type": "integer"},
+                    "rejections": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "Recommendations": {
+                "type": "object",
+                "required": ["request_id", "model_version", "items"],
+                "properties": {
+                    "request_id": {"type": "string"},
+                    "session_id": {"type": "string"},
+                    "model_version": {"type": "integer"},
+                    "precision": {"type": "string"},
+                    "items": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "item_id": {"type": "string"},
+                                "score": {"type": "number"},
+                            },
+                        },
+                    },
+                    "rules": {"type": "array", "items": {"type": "string"}},
+                    "offers": {"type": "array", "items": {"type": "object"}},
+                    "cold": {"type": "boolean"},
+                    "stale": {"type": "boolean"},
+                },
+            },
+        }
+    },
+}
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(SCHEMA)

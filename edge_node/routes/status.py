@@ -1,0 +1,75 @@
+"""Liveness, readiness, the loaded model, and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge_node import params
+from edge_node.errors import NotReady
+from edge_node.routes.common import edge_state, json_response
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state = edge_state(request)
+    model = state.models.current
+    if model is None:
+        raise NotReady("no verified bundle is loaded yet", retry_after_s=1)
+    return json_response({"ready": True, "version": model.version, "stale": state.models.stale})
+
+
+async def model_info(request: Request) -> Response:
+    state = edge_state(request)
+    models = state.models
+    model = models.current
+    bundle: dict[str, Any] | None = None
+    if model is not None and model.manifest is not None:
+        manifest = model.manifest
+        bundle = {
+            "version": model.version,
+            "precision": model.precision,
+            "created_at": manifest.created_at,
+            "feature_schema_version": manifest.feature_schema_version,
+            "rules_version": manifest.rules_version,
+            "items": model.tables.n_items,
+            "loaded_at": models.loaded_at,
+        }
+    refusal = models.last_refusal
+    body: dict[str, Any] = {
+        "region": state.settings.region,
+        "node": state.settings.node,
+        "bundle": bundle,
+        "stale": models.stale,
+        "rules_version": state.recommender.rules.version if state.recommender.rules else None,
+        "rollout": None,
+        "last_refusal": None
+        if refusal is None
+        else {
+            "source": refusal.source,
+            "code": refusal.code,
+            "message": refusal.message,
+            "at": refusal.at,
+        },
+    }
+    if "session_id" in request.query_params:
+        body["session_id"] = params.session_id(request.query_params)
+        body["variant"] = "stable"
+    return json_response(body)
+
+
+async def metrics(request: Request) -> Response:
+    state = edge_state(request)
+    m = state.metrics
+    m.sessions.set(len(state.sessions))
+    spool = state.uplink.spool
+    m.spool_pending_bytes.set(spool.pending_bytes)
+    m.spool_pending_events.set(spool.pending_records)
+    m.streams.set(state.streams.open_streams)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
