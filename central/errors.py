@@ -1,9 +1,9 @@
 """Errors raised by the central services and the CLI.
 
-    CentralError
-    ├── DataFormatError      an input event log is malformed (names file and line)
-    ├── SplitError           the evaluation split leaves nothing to train or test on
-    └── TrainingError        training could not produce a model
+CentralError
+├── DataFormatError      an input event log is malformed (names file and line)
+├── SplitError           the evaluation split leaves nothing to train or test on
+└── TrainingError        training could not produce a model
 """
 
 from __future__ import annotations

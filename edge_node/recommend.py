@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edge_node.errors import NotReady
 from edge_node.metrics import EdgeMetrics
 from edge_node.model_store import ModelStore
@@ -100,7 +102,7 @@ class Recommender:
         ruled = clock()
         item_ids = model.tables.item_ids
         names = [item_ids[i] for i in ranking.items.tolist()]
-        scores = ranking.scores.tolist()
+        scores = np.round(ranking.scores.astype(np.float64), 6).tolist()
         fired: list[str] = []
         offers: list[dict[str, Any]] = []
         if rules is not None:
@@ -130,7 +132,7 @@ class Recommender:
             "model_version": model.version,
             "precision": model.precision,
             "items": [
-                {"item_id": name, "score": round(score, 6)}
+                {"item_id": name, "score": score}
                 for name, score in zip(names[: query.k], scores[: query.k], strict=False)
             ],
             "rules": fired,

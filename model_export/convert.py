@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 from skl2onnx import convert_sklearn
 from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import FloatTensorType
@@ -50,8 +52,27 @@ def to_onnx(model: object, n_features: int, *, target_opset: int | None = None) 
             f"converted {_describe(model)} has no {PROBABILITIES_OUTPUT!r} output, "
             f"only {output_names}"
         )
+    _flush_subnormal_weights(onnx_model)
     serialized: bytes = onnx_model.SerializeToString()
     return serialized
+
+
+def _flush_subnormal_weights(onnx_model: onnx.ModelProto) -> None:
+    """Zeroes float32 weights below the smallest normal float.
+
+    L2-regularised networks end up with weights around 1e-45; CPUs handle such subnormal
+    numbers in microcode, which made an exported MLP score 5x slower than one without
+    them. Their contribution is below float32 resolution, so parity is unaffected.
+    """
+    tiny = np.finfo(np.float32).tiny
+    for tensor in onnx_model.graph.initializer:
+        if tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(tensor)
+        subnormal = (values != 0) & (np.abs(values) < tiny)
+        if subnormal.any():
+            flushed = np.where(subnormal, 0, values).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(flushed, tensor.name))
 
 
 def _check_convertible(model: object, n_features: int) -> object:

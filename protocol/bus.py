@@ -42,7 +42,9 @@ class NatsSettings:
             raise BusSettingsError("user and password go together", field="user")
         methods = sum(x is not None for x in (self.user, self.token, self.credentials))
         if methods > 1:
-            raise BusSettingsError("choose one of user/password, token or credentials", field="auth")
+            raise BusSettingsError(
+                "choose one of user/password, token or credentials", field="auth"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise BusSettingsError("tls_cert and tls_key go together", field="tls_cert")
 

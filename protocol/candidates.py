@@ -24,6 +24,7 @@ from protocol.window import SessionWindow
 
 _EMPTY_INTS: Final = np.zeros(0, dtype=np.int32)
 _EMPTY_FLOATS: Final = np.zeros(0, dtype=np.float32)
+_EMPTY_INDEX: Final = np.zeros(0, dtype=np.intp)
 _DENSE_FACTOR: Final = 8
 _DENSE_FLOOR: Final = 4096
 
@@ -52,6 +53,8 @@ class Candidates:
     covis_last: Floats  # co-visitation with the last item alone
     sknn: Floats  # summed similarity of the neighbour sessions holding the item
     session_items: Ints  # the window's known items, most recent first
+    session_rows: npt.NDArray[np.intp]  # rows of ``items`` that are session items
+    session_ranks: npt.NDArray[np.intp]  # for each of those rows, its index in session_items
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
@@ -82,13 +85,28 @@ def generate(window: SessionWindow, tables: CandidateTables, config: CandidateCo
         bought = [tables.item_index[i] for i in window.bought if i in tables.item_index]
         if bought:
             pool = pool[~np.isin(pool, np.asarray(bought, dtype=np.int32))]
+    rows, ranks = _session_rows(pool, session)
     return Candidates(
         items=pool,
         covis=_lookup(covis_items, covis_scores, pool),
         covis_last=_lookup(last_items, last_scores, pool),
         sknn=_lookup(sknn_items, sknn_scores, pool),
         session_items=session,
+        session_rows=rows,
+        session_ranks=ranks,
     )
+
+
+def _session_rows(pool: Ints, session: Ints) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Rows of the pool that are session items, and each one's recency rank."""
+    if session.shape[0] == 0 or pool.shape[0] == 0:
+        return _EMPTY_INDEX, _EMPTY_INDEX
+    order = np.argsort(session)
+    sorted_session = session[order]
+    position = np.searchsorted(sorted_session, pool)
+    position[position == sorted_session.shape[0]] = 0
+    rows = np.flatnonzero(sorted_session[position] == pool)
+    return rows, order[position[rows]]
 
 
 def _covisitation(

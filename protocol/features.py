@@ -127,21 +127,10 @@ def refresh_clock(
         seen_ago = np.fromiter(
             ((now - last_seen[name]) / 1000.0 for name in names), np.float32, len(names)
         )
-        rows, source = _session_rows(candidates)
+        rows, source = candidates.session_rows, candidates.session_ranks
         out[rows, 14] = np.log1p(np.maximum(seen_ago[source], 0.0))
     first_ts = window.first_ts
     out[:, 22] = math.log1p(max(0, now - first_ts) / 1000.0) if first_ts is not None else 0.0
-
-
-def _session_rows(candidates: Candidates) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Rows of the candidates that are session items, and each one's recency rank."""
-    session = candidates.session_items
-    order = np.argsort(session)
-    sorted_session = session[order]
-    position = np.searchsorted(sorted_session, candidates.items)
-    position[position == sorted_session.shape[0]] = 0
-    rows = np.flatnonzero(sorted_session[position] == candidates.items)
-    return rows, order[position[rows]]
 
 
 def _session_item_features(
@@ -154,7 +143,7 @@ def _session_item_features(
     counts = np.fromiter((window.item_counts[name] for name in names), np.float32, len(names))
     carted = np.fromiter((name in window.carted for name in names), np.float32, len(names))
     recency = 1.0 / np.arange(1, len(names) + 1, dtype=np.float32)
-    rows, source = _session_rows(candidates)
+    rows, source = candidates.session_rows, candidates.session_ranks
     out[rows, 10] = 1.0
     out[rows, 11] = np.log1p(counts[source])
     out[rows, 12] = recency[source]

@@ -35,7 +35,9 @@ class RolloutState:
     def __post_init__(self) -> None:
         for name in ("stable", "canary"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise RolloutError(f"{name} must be a positive bundle version or null", field=name)
         if isinstance(self.canary_percent, bool) or not isinstance(self.canary_percent, int):
             raise RolloutError("canary_percent must be an integer", field="canary_percent")
@@ -89,10 +91,14 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def promote(version: int, *, rules_version: str | None = None, previous: RolloutState | None = None) -> RolloutState:
+def promote(
+    version: int, *, rules_version: str | None = None, previous: RolloutState | None = None
+) -> RolloutState:
     """A record that serves ``version`` to everyone (no canary)."""
     step = (previous.step + 1) if previous is not None else 0
-    return RolloutState(stable=version, rules_version=rules_version, step=step, updated_at=now_iso())
+    return RolloutState(
+        stable=version, rules_version=rules_version, step=step, updated_at=now_iso()
+    )
 
 
 def to_dict(state: RolloutState) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
@@ -18,7 +18,7 @@ def edge_state(connection: HTTPConnection) -> EdgeState:
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        orjson.dumps(body),
         status_code=status,
         media_type="application/json",
         headers=headers,

@@ -13,6 +13,7 @@ import contextlib
 import json
 from typing import Any
 
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from edge_node import params
@@ -112,7 +113,7 @@ async def _receive(websocket: WebSocket, lock: asyncio.Lock) -> None:
 async def _send(websocket: WebSocket, message: dict[str, Any], lock: asyncio.Lock) -> None:
     async with lock:
         if websocket.application_state == WebSocketState.CONNECTED:
-            await websocket.send_text(json.dumps(message, separators=(",", ":")))
+            await websocket.send_text(orjson.dumps(message).decode())
 
 
 def _error(code: str, text: str) -> dict[str, Any]:

@@ -241,7 +241,7 @@ def test_no_candidates_give_an_empty_matrix(tables: CandidateTables) -> None:
     window = session_window()
     found = generate(window, tables, ALL_ITEMS)
     empty = Candidates(found.items[:0], found.covis[:0], found.covis_last[:0], found.sknn[:0],
-                       found.session_items)
+                       found.session_items, found.session_rows[:0], found.session_ranks[:0])
     matrix = compute(window, empty, tables)
     assert matrix.shape == (0, N_FEATURES)
     assert matrix.dtype == np.float32
