@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from edge_node.bundle_cache import BundleCache
 from edge_node.config import EdgeSettings
 from edge_node.errors import EdgeError, SettingsError
 from edge_node.metrics import EdgeMetrics
@@ -29,6 +31,7 @@ from edge_node.middleware.client_rate import ClientRateLimitMiddleware
 from edge_node.middleware.concurrency import ConcurrencyLimitMiddleware
 from edge_node.middleware.request_metrics import RequestMetricsMiddleware
 from edge_node.model_store import ModelStore
+from edge_node.model_sync import ModelSync
 from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
 from edge_node.routes import events, openapi, recommendations, status, stream
@@ -40,6 +43,7 @@ from edge_node.streams import StreamHub
 from edge_node.uplink import Uplink
 from protocol.errors import ProtocolError
 from protocol.keys import load_public_key
+from protocol.serving import ServingModel
 from protocol.window import WindowConfig
 
 log = logging.getLogger("proxima.edge")
@@ -73,6 +77,8 @@ def prepare(settings: EdgeSettings) -> Prepared:
     except ProtocolError as exc:
         raise SettingsError(f"public key {settings.public_key}: {exc.message}") from exc
     models = ModelStore(key, rank_cache_sessions=settings.rank_cache_sessions)
+    if settings.bundle is None and settings.nats_url is None:
+        raise SettingsError("nothing to serve: pass --bundle PATH, or --nats URL to follow the bus")
     if settings.bundle is not None:
         try:
             models.load_file(settings.bundle)
@@ -121,13 +127,31 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
     if models.current is not None:
         metrics.bundle_version.set(models.current.version)
 
+    def swapped(model: ServingModel) -> None:
+        metrics.bundle_version.set(model.version)
+        sessions.reconfigure(model.window_config)
+
+    nats = settings.nats_settings()
+    if nats is not None:
+        state.model_sync = ModelSync(
+            models,
+            nats,
+            region=settings.region,
+            cache=BundleCache(settings.bundle_cache_dir),
+            on_swap=swapped,
+        )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.uplink.start()
         await sessions.start()
+        if state.model_sync is not None:
+            await state.model_sync.start()
         try:
             yield
         finally:
+            if state.model_sync is not None:
+                await state.model_sync.close()
             await sessions.close()
             await state.uplink.close(settings.shutdown_timeout_s)
             if redis is not None:
@@ -148,7 +172,7 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         middleware.insert(
             0,
             Middleware(
-                CORSMiddleware,
+                JsonErrorCORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST"],
                 allow_headers=["content-type", "x-proxima-key"],
@@ -167,6 +191,26 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
     )
     app.state.edge = state
     return app
+
+
+class JsonErrorCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered as a JSON error body."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        message = bytes(response.body).decode()  # "Disallowed CORS origin, method"
+        return json_response(
+            {"error": {"code": "cors_refused", "message": message}},
+            status=response.status_code,
+            headers=headers,
+        )
 
 
 async def _edge_error(request: Request, exc: Exception) -> Response:

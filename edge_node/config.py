@@ -35,7 +35,7 @@ class EdgeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis: str | None = None
-    nats: str | None = None  # comma-separated URLs: events go up, bundles come down
+    nats_url: str | None = None  # comma-separated URLs: events go up, bundles come down
     nats_user: str | None = None
     nats_password: str | None = field(default=None, repr=False)
     nats_token: str | None = field(default=None, repr=False)
@@ -104,17 +104,17 @@ class EdgeSettings:
             raise SettingsError("default_k must be at most 100", field="default_k")
 
     def nats_settings(self) -> NatsSettings | None:
-        if self.nats is None:
+        if self.nats_url is None:
             return None
         try:
             return NatsSettings.from_url(
-                self.nats, name=f"proxima-edge-{self.region}-{self.node}", user=self.nats_user,
+                self.nats_url, name=f"proxima-edge-{self.region}-{self.node}", user=self.nats_user,
                 password=self.nats_password, token=self.nats_token,
                 credentials=self.nats_credentials, tls_ca=self.nats_tls_ca,
                 tls_cert=self.nats_tls_cert, tls_key=self.nats_tls_key,
             )
         except ProtocolError as exc:
-            raise SettingsError(exc.message, field="nats") from exc
+            raise SettingsError(exc.message, field="nats_url") from exc
 
     @classmethod
     def load(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from edge_node.config import EdgeSettings
 from edge_node.metrics import EdgeMetrics
 from edge_node.model_store import ModelStore
+from edge_node.model_sync import ModelSync
 from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
 from edge_node.sessions import SessionStore
@@ -24,3 +25,4 @@ class EdgeState:
     recommender: Recommender
     session_buckets: TokenBuckets
     streams: StreamHub
+    model_sync: ModelSync | None = None

@@ -30,7 +30,7 @@ class NatsSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     connect_timeout_s: float = 2.0
-    reconnect_wait_s: float = 0.5  # nats-py adds jitter and caps the wait itself
+    reconnect_wait_s: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.servers:

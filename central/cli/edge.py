@@ -34,6 +34,12 @@ def edge() -> None:
 )
 @click.option("--region", help="Region name (letters, digits, _ and -).")
 @click.option("--node", help="Node name within the region.")
+@click.option(
+    "--nats",
+    "nats_url",
+    help="NATS URL(s), comma-separated: publish events to JetStream and follow the region's "
+    "rollout for bundles (instead of, or besides, --bundle). Env: PROXIMA_NATS_URL.",
+)
 @click.option("--redis", help="Redis URL: share session windows with the region's other replicas.")
 @click.option(
     "--rules",

@@ -11,6 +11,8 @@ from starlette.responses import Response
 from edge_node import params
 from edge_node.errors import NotReady
 from edge_node.routes.common import edge_state, json_response
+from edge_node.state import EdgeState
+from protocol.rollout import to_dict
 
 
 async def healthz(request: Request) -> Response:
@@ -48,7 +50,7 @@ async def model_info(request: Request) -> Response:
         "bundle": bundle,
         "stale": models.stale,
         "rules_version": state.recommender.rules.version if state.recommender.rules else None,
-        "rollout": None,
+        "rollout": _rollout(state),
         "last_refusal": None
         if refusal is None
         else {
@@ -59,9 +61,22 @@ async def model_info(request: Request) -> Response:
         },
     }
     if "session_id" in request.query_params:
-        body["session_id"] = params.session_id(request.query_params)
-        body["variant"] = "stable"
+        session_id = params.session_id(request.query_params)
+        rollout = state.model_sync.status.rollout if state.model_sync else None
+        body["session_id"] = session_id
+        body["variant"] = rollout.variant_of(session_id) if rollout else "stable"
     return json_response(body)
+
+
+def _rollout(state: EdgeState) -> dict[str, Any] | None:
+    if state.model_sync is None:
+        return None
+    status = state.model_sync.status
+    return {
+        "state": to_dict(status.rollout) if status.rollout else None,
+        "connected": status.connected,
+        "last_error": status.last_error,
+    }
 
 
 async def metrics(request: Request) -> Response:

@@ -23,6 +23,7 @@ from edge_node.routes.common import edge_state
 from edge_node.streams import Subscription, TooManyStreams
 
 MAX_CLIENT_FRAME = 4096
+MAX_CLOSE_REASON_BYTES = 123
 
 
 async def stream(websocket: WebSocket) -> None:
@@ -35,7 +36,7 @@ async def stream(websocket: WebSocket) -> None:
             context=params.context(websocket.query_params),
         )
     except EdgeError as exc:
-        await _refuse(websocket, 1008, exc.message[:120])
+        await _refuse(websocket, 1008, exc.message)
         return
     try:
         subscription = state.streams.subscribe(query.session_id)
@@ -63,7 +64,10 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
     # A close before the accept is turned into an HTTP 403 by the server, and the client
     # never sees the code: accept, then close.
     await websocket.accept()
-    await websocket.close(code=code, reason=reason)
+    # A close reason is at most 123 bytes of UTF-8, and the message may name a long
+    # non-ASCII ctx.* key: cut by bytes, not characters, dropping a split character.
+    fitting = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+    await websocket.close(code=code, reason=fitting)
 
 
 async def _push(

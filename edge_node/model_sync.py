@@ -1,0 +1,365 @@
+"""Keeps the edge's bundle in step with its region's rollout: NATS → verified bundle → swap.
+
+:class:`ModelSync` watches the ``proxima-rollout`` KV key of its region (the watch delivers
+the current value first, then every change as it happens). When the stable version differs
+from the served one, it fetches ``bundle-<version>`` from the ``proxima-models`` object
+store, verifies, warms up and swaps it in through :class:`~edge_node.model_store.ModelStore`
+in a worker thread, so requests keep being answered meanwhile, and writes it to the
+:class:`~edge_node.bundle_cache.BundleCache` for starts without NATS.
+
+The edge must start, and keep serving, whatever NATS does. Connecting happens in the
+background with capped, jittered backoff; a lost connection is re-established the same way
+and the rollout is read afresh. ``models.stale`` is True from start until the rollout has
+been read over a live connection, and again whenever the connection is lost.
+
+A bundle that fails any check is refused (the store records why) and the current one stays;
+the same version is not fetched again unless its object in the store changes. Canary
+variants are not served yet: only ``stable`` is, but the whole record is kept in
+:attr:`ModelSync.status` for ``/v1/model``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from edge_node.bundle_cache import BundleCache
+from edge_node.model_store import ModelStore, Refusal
+from protocol.bundle import inspect_bundle
+from protocol.bus import NatsSettings
+from protocol.errors import ProtocolError
+from protocol.rollout import RolloutState
+from protocol.serving import ServingModel
+from protocol.subjects import MODELS_BUCKET, ROLLOUT_BUCKET, bundle_object_name
+
+log = logging.getLogger("proxima.edge.model_sync")
+
+_REMOVED = (KV_DEL, KV_PURGE)  # KV operations that leave the key without a value
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTiming:
+    connect_retry_initial_s: float = 0.2
+    connect_retry_max_s: float = 5.0
+    bucket_retry_max_s: float = 5.0  # polling for a rollout bucket that does not exist yet
+    fetch_retry_initial_s: float = 0.5
+    fetch_retry_max_s: float = 30.0
+    fetch_timeout_s: float = 120.0
+    rewatch_when_idle_s: float = 60.0  # re-read the rollout after this long without news
+    ping_interval_s: int = 10  # how soon a silently dead connection is noticed
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStatus:
+    connected: bool
+    rollout: RolloutState | None  # the last valid record read for this region
+    last_error: str | None
+    refusals: int  # bundles from NATS refused by this edge
+    refused_versions: tuple[int, ...]
+
+
+class _Retry(Exception):
+    """A fetch failed for a reason that may pass (no connection, object not there yet)."""
+
+
+class ModelSync:
+    def __init__(
+        self,
+        models: ModelStore,
+        nats_settings: NatsSettings,
+        *,
+        region: str,
+        cache: BundleCache,
+        timing: SyncTiming | None = None,
+        on_swap: Callable[[ServingModel], None] | None = None,
+    ) -> None:
+        self.models = models
+        self.nats_settings = nats_settings
+        self.region = region
+        self.cache = cache
+        self.timing = timing or SyncTiming()
+        self.on_swap = on_swap
+        self._client: NatsClient | None = None
+        self._rollout: RolloutState | None = None
+        self._rollout_changed = asyncio.Event()
+        self._refused: dict[int, str] = {}  # version -> digest of the refused object
+        self._refusals = 0
+        self._last_error: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def status(self) -> SyncStatus:
+        return SyncStatus(
+            connected=self._connected,
+            rollout=self._rollout,
+            last_error=self._last_error,
+            refusals=self._refusals,
+            refused_versions=tuple(sorted(self._refused)),
+        )
+
+    @property
+    def _connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    async def start(self) -> None:
+        """Loads the cached bundle if nothing is served yet, then syncs in the background."""
+        if self._tasks:
+            raise RuntimeError("a model sync starts once")
+        if self.models.current is None:
+            await self._load_from_cache()
+        self.models.stale = True  # until the rollout is read over a live connection
+        self._tasks = [
+            asyncio.create_task(self._stay_connected(), name="model-sync-connection"),
+            asyncio.create_task(self._follow_rollout(), name="model-sync-apply"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    async def _load_from_cache(self) -> None:
+        for version in await asyncio.to_thread(self.cache.versions):
+            path = self.cache.path_of(version)
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+                await asyncio.to_thread(self.models.load_bytes, data, f"cache:{path}")
+                return
+            except OSError as exc:
+                log.warning("cannot read cached bundle %s: %s", path, exc.strerror)
+            except ProtocolError:
+                pass  # logged and recorded by the store; try the one before
+        log.info("no usable cached bundle in %s", self.cache.directory)
+
+    # -- the connection and the watch -----------------------------------------------------
+
+    async def _stay_connected(self) -> None:
+        timing = self.timing
+        delay = timing.connect_retry_initial_s
+        failures = 0
+        while True:
+            closed = asyncio.Event()
+            try:
+                client = await self._connect(closed)
+            except Exception as exc:
+                failures += 1
+                self._note_error(f"cannot connect to NATS: {exc!r}", loud=failures == 1)
+                await _sleep_jittered(delay)
+                delay = min(delay * 2, timing.connect_retry_max_s)
+                continue
+            failures = 0
+            connected_at = time.monotonic()
+            self._client = client
+            url = client.connected_url
+            log.info("connected to NATS at %s:%s", url and url.hostname, url and url.port)
+            watch = asyncio.create_task(self._watch_rollout(client.jetstream()))
+            lost = asyncio.create_task(closed.wait())
+            try:
+                await asyncio.wait({watch, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (watch, lost):
+                    task.cancel()
+                await asyncio.gather(watch, lost, return_exceptions=True)
+                self._client = None
+                self.models.stale = True
+                with contextlib.suppress(Exception):
+                    await client.close()
+            failure = None if watch.cancelled() else watch.exception()
+            if failure is not None:
+                self._note_error(f"watching the rollout failed: {failure!r}", loud=True)
+            log.warning("NATS connection closed; serving the current bundle as stale until back")
+            if time.monotonic() - connected_at > timing.connect_retry_max_s:
+                delay = timing.connect_retry_initial_s
+            await _sleep_jittered(delay)
+            delay = min(delay * 2, timing.connect_retry_max_s)
+
+    async def _connect(self, closed: asyncio.Event) -> NatsClient:
+        async def on_closed() -> None:
+            closed.set()
+
+        async def on_error(exc: Exception) -> None:
+            self._note_error(f"NATS: {exc!r}")
+
+        options: dict[str, Any] = self.nats_settings.connect_options()
+        # Reconnecting is done here, with backoff and a fresh watch, not inside the client.
+        options.update(
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            ping_interval=self.timing.ping_interval_s,
+            closed_cb=on_closed,
+            disconnected_cb=on_closed,
+            error_cb=on_error,
+        )
+        return await nats.connect(**options)
+
+    async def _watch_rollout(self, js: JetStreamContext) -> None:
+        delay = self.timing.connect_retry_initial_s
+        while True:
+            try:
+                bucket = await js.key_value(ROLLOUT_BUCKET)
+            except BucketNotFoundError:
+                if delay == self.timing.connect_retry_initial_s:
+                    log.info("no %s bucket yet; serving what is loaded", ROLLOUT_BUCKET)
+                self._offer(None)
+                await _sleep_jittered(delay)
+                delay = min(delay * 2, self.timing.bucket_retry_max_s)
+                continue
+            await self._read_updates(bucket)
+
+    async def _read_updates(self, bucket: KeyValue) -> None:
+        """Offers each update until the watch has been idle for a while."""
+        watcher: Any = await bucket.watch(self.region)
+        delivered = False
+        try:
+            while True:
+                try:
+                    entry = await watcher.updates(timeout=self.timing.rewatch_when_idle_s)
+                except nats.errors.TimeoutError:
+                    return  # read it afresh, in case the watch went quiet
+                if entry is None:  # the current value, if any, has been delivered
+                    if not delivered:
+                        self._offer(None)
+                    continue
+                if not isinstance(entry, KeyValue.Entry):
+                    return  # the watcher was stopped
+                delivered = True
+                if entry.operation in _REMOVED or entry.value is None:
+                    log.warning(
+                        "rollout key %s was removed; keeping the current bundle", self.region
+                    )
+                    self._offer(None)
+                    continue
+                try:
+                    self._offer(RolloutState.decode(entry.value))
+                except ProtocolError as exc:
+                    self._note_error(
+                        f"malformed rollout record (revision {entry.revision}): {exc.message}; "
+                        "keeping the current bundle",
+                        loud=True,
+                    )
+                    self._rollout_changed.set()  # the bus was heard: re-confirm what is served
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    def _offer(self, rollout: RolloutState | None) -> None:
+        self._rollout = rollout
+        self._rollout_changed.set()
+
+    # -- applying the rollout ---------------------------------------------------------------
+
+    async def _follow_rollout(self) -> None:
+        """Applies the newest record; a fetch that may succeed later is retried with backoff."""
+        while True:
+            await self._rollout_changed.wait()
+            self._rollout_changed.clear()
+            delay = self.timing.fetch_retry_initial_s
+            while True:
+                try:
+                    await self._apply(self._rollout)
+                    break
+                except _Retry as exc:
+                    self._note_error(str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rollout_changed.wait(), _jittered(delay))
+                    break  # a newer record (or a reconnect) came in: start over with it
+                delay = min(delay * 2, self.timing.fetch_retry_max_s)
+
+    async def _apply(self, rollout: RolloutState | None) -> None:
+        version = rollout.stable if rollout is not None else None
+        served = self.models.current
+        if version is None or (served is not None and served.version == version):
+            self._confirm()
+            return
+        client = self._client
+        if client is None or not client.is_connected:
+            raise _Retry(f"bundle {version} is wanted but NATS is not connected")
+        name = bundle_object_name(version)
+        try:
+            store = await client.jetstream().object_store(MODELS_BUCKET)
+            if version in self._refused:
+                info = await store.get_info(name)
+                if info.digest == self._refused[version]:
+                    self._confirm()  # refused before, unchanged since: keep the current one
+                    return
+            buffer = io.BytesIO()
+            fetched = await asyncio.wait_for(
+                store.get(name, writeinto=buffer), self.timing.fetch_timeout_s
+            )
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            raise _Retry(f"cannot fetch {name} from {MODELS_BUCKET}: {exc!r}") from exc
+        await self._swap_in(version, buffer.getvalue(), fetched.info.digest or "")
+
+    async def _swap_in(self, version: int, data: bytes, digest: str) -> None:
+        source = f"nats:{bundle_object_name(version)}"
+        try:
+            self._check_version(data, version, source)
+            model = await asyncio.to_thread(self.models.load_bytes, data, source)
+        except Exception as exc:
+            if not isinstance(exc, ProtocolError):  # the store records only its own checks
+                log.exception("bundle %d could not be loaded", version)
+                self._record_refusal(source, "load_failed", f"the bundle did not load: {exc!r}")
+            self._refused[version] = digest
+            self._refusals += 1
+            self._note_error(f"refused bundle {version}; keeping the current one: {exc}")
+            self._confirm()
+            return
+        self._refused.pop(version, None)
+        try:
+            await asyncio.to_thread(self.cache.store, version, data)
+        except OSError as exc:
+            self._note_error(f"cannot cache bundle {version}: {exc}")
+        self._confirm()
+        if self.on_swap is not None:
+            self.on_swap(model)
+
+    def _check_version(self, data: bytes, version: int, source: str) -> None:
+        """Refuses an object whose manifest names another version than its object name."""
+        try:
+            named = inspect_bundle(data).version
+        except ProtocolError:
+            return  # the full check in the store refuses it and records why
+        if named != version:
+            message = f"object names version {version} but its manifest says {named}"
+            self._record_refusal(source, "version_mismatch", message)
+            raise ProtocolError(message, code="version_mismatch")
+
+    def _record_refusal(self, source: str, code: str, message: str) -> None:
+        log.error("refused bundle from %s: %s [%s]", source, message, code)
+        self.models.refusals += 1
+        self.models.last_refusal = Refusal(source, code, message, time.time())
+
+    def _confirm(self) -> None:
+        """The rollout was read and acted on: what is served is what the bus says, or the best
+        this edge has."""
+        if self._connected:
+            self.models.stale = False
+
+    def _note_error(self, message: str, *, loud: bool = False) -> None:
+        self._last_error = message
+        log.log(logging.WARNING if loud else logging.DEBUG, "%s", message)
+
+
+def _jittered(delay: float) -> float:
+    return random.uniform(delay / 2, delay)
+
+
+async def _sleep_jittered(delay: float) -> None:
+    await asyncio.sleep(_jittered(delay))
