@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import pytest
 
-from tests.servers import KafkaBroker, NatsServer, NatsServerFactory, RedisServer
+from central.localservers import KafkaBroker, NatsServer, NatsServerFactory, RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"

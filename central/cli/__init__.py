@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from central.cli.bundle import bundle
+from central.cli.demo import demo
 from central.cli.edge import edge
 from central.cli.evaluate import evaluate
 from central.cli.generate import generate
@@ -21,5 +22,5 @@ def main() -> None:
     """Proxima: edge-deployed personalization, trained centrally, answered locally."""
 
 
-for command in (keys, train, bundle, evaluate, generate, edge):
+for command in (demo, keys, train, bundle, evaluate, generate, edge):
     main.add_command(command)

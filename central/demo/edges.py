@@ -1,0 +1,101 @@
+"""Edge nodes as child processes running ``proxima edge serve``, as an operator would."""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from central.localservers import LOCALHOST, ServerProcess, pick_free_port
+
+EDGE_STARTUP_TIMEOUT_S = 60.0
+_READY_PROBE_TIMEOUT_S = 1.0
+
+# Settings a replay needs beyond the flags. Every shopper of the replay arrives from
+# 127.0.0.1, and each session's minutes are compressed into moments, so the per-address and
+# per-session rate limits, sized for real browsers behind a CDN, are widened here.
+_REPLAY_SETTINGS = """\
+[edge]
+ip_rate = 1000000.0
+ip_burst = 1000000
+session_rate = 10000.0
+session_burst = 10000
+log_level = "warning"
+shutdown_timeout_s = 5.0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeAddress:
+    region: str
+    node: str
+    base_url: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.region}/{self.node}"
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeInputs:
+    """What every edge of the demo serves from."""
+
+    bundle: Path
+    public_key: Path
+    redis_url: str
+    rules: Path | None
+
+
+class EdgeProcess(ServerProcess):
+    """One edge node, ready once ``/readyz`` answers 200 (a verified bundle is loaded)."""
+
+    display_name = "proxima-edge"
+
+    def __init__(self, region: str, node: str, inputs: EdgeInputs, workdir: Path) -> None:
+        self.region = region
+        self.node = node
+        self.inputs = inputs
+        super().__init__(workdir, startup_timeout=EDGE_STARTUP_TIMEOUT_S, own_session=True)
+        self.settings_path = workdir / "edge.toml"
+        self.settings_path.write_text(_REPLAY_SETTINGS, encoding="utf-8")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    @property
+    def address(self) -> EdgeAddress:
+        return EdgeAddress(self.region, self.node, self.base_url)
+
+    def _pick_ports(self) -> None:
+        self.port = pick_free_port()
+
+    def _command(self) -> list[str]:
+        command = [
+            sys.executable, "-c", "from central.cli import main; main()",
+            "edge", "serve",
+            "--config", str(self.settings_path),
+            "--region", self.region,
+            "--node", self.node,
+            "--bundle", str(self.inputs.bundle),
+            "--public-key", str(self.inputs.public_key),
+            "--redis", self.inputs.redis_url,
+            "--host", LOCALHOST,
+            "--port", str(self.port),
+            "--spool-dir", str(self.workdir / "spool"),
+        ]  # fmt: skip
+        if self.inputs.rules is not None:
+            command += ["--rules", str(self.inputs.rules)]
+        return command
+
+    def _is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{self.base_url}/readyz", timeout=_READY_PROBE_TIMEOUT_S
+            ) as response:
+                ready: bool = response.status == 200
+                return ready
+        except (urllib.error.URLError, OSError):
+            return False

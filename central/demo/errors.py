@@ -1,0 +1,25 @@
+"""What can end a demo early."""
+
+from __future__ import annotations
+
+from central.errors import CentralError
+
+
+class DemoError(CentralError):
+    """A step of the demo failed; the message says which and why, in one line."""
+
+    code = "demo_failed"
+
+
+class DemoInterrupted(DemoError):
+    """SIGINT or SIGTERM before the edges were serving: the demo did not get to its end."""
+
+    code = "interrupted"
+
+
+class StopRequested(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
