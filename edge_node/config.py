@@ -1,7 +1,9 @@
 """Typed edge settings, from a TOML file, ``PROXIMA_*`` environment variables and flags.
 
-Later sources win: file < environment < flags. Unknown keys are an error in every source
-(a typo in a setting must not silently fall back to a default). The environment is only
+Later sources win: file < environment < flags. An unknown key in the file or among the
+flags is an error (a typo in a setting must not silently fall back to a default);
+``PROXIMA_*`` variables that name no edge setting are left alone, since other commands
+(the trainer's ``PROXIMA_SIGNING_KEY``, say) share the prefix. The environment is only
 read by the entry point, which passes it in; nothing here looks at ``os.environ``.
 """
 
@@ -71,11 +73,11 @@ class EdgeSettings:
     shutdown_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        try:
-            check_token(self.region, "region")
-            check_token(self.node, "node")
-        except Exception as exc:
-            raise SettingsError(str(exc), field="region/node") from exc
+        for name in ("region", "node"):
+            try:
+                check_token(getattr(self, name), name)
+            except ProtocolError as exc:
+                raise SettingsError(exc.message, field=name) from exc
         positive = (
             "port",
             "spool_max_bytes",
