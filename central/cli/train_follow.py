@@ -1,0 +1,173 @@
+"""``proxima central train --follow``: learn from the event topic and publish bundles, until
+stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+import nats.errors
+from aiokafka.errors import KafkaError
+
+from central.cli.errors import CommandError, reported_errors
+from central.kafka_settings import DEFAULT_BOOTSTRAP, KafkaSettings
+from central.trainer.pipeline import TrainerConfig
+from central.trainer.service import TrainerService, TrainerServiceConfig
+from protocol.bus import NatsSettings
+from protocol.keys import load_private_key
+from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
+
+log = logging.getLogger("proxima.central.trainer")
+
+
+@click.command("train")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Consume the event topic and retrain continuously (the only mode for now).",
+)
+@click.option(
+    "--nats",
+    "nats_url",
+    envvar="PROXIMA_NATS_URL",
+    show_envvar=True,
+    default="nats://127.0.0.1:4222",
+    show_default=True,
+    help="NATS server URL(s), comma-separated: bundles and rollout records go there.",
+)
+@click.option(
+    "--kafka",
+    "kafka_bootstrap",
+    envvar="PROXIMA_KAFKA_BOOTSTRAP",
+    show_envvar=True,
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    help="Kafka bootstrap servers, HOST:PORT comma-separated.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PROXIMA_SIGNING_KEY",
+    show_envvar=True,
+    help="Private key that signs the bundles (see 'proxima keys generate').",
+)
+@click.option(
+    "--regions",
+    default="",
+    help="Regions, comma-separated, whose stable bundle each published bundle becomes. "
+    "Empty: publish only, and leave promotion to a rollout policy.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("trainer-state"),
+    show_default=True,
+    help="Where the recent event log and the training state are kept across restarts.",
+)
+@click.option(
+    "--retrain-events",
+    type=click.IntRange(1),
+    default=50_000,
+    show_default=True,
+    help="Retrain after this many new events.",
+)
+@click.option(
+    "--retrain-interval",
+    type=click.FloatRange(1.0),
+    default=6 * 3600.0,
+    show_default=True,
+    help="Retrain after this many seconds, when any new event arrived.",
+)
+@click.option(
+    "--min-events",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Do not train on fewer events than this.",
+)
+@click.option("--topic", default=KAFKA_EVENTS_TOPIC, show_default=True, help="Kafka topic.")
+def train_follow(
+    follow: bool,
+    nats_url: str,
+    kafka_bootstrap: str,
+    signing_key: Path | None,
+    regions: str,
+    state_dir: Path,
+    retrain_events: int,
+    retrain_interval: float,
+    min_events: int,
+    topic: str,
+) -> None:
+    """Keep a recent event log from Kafka, retrain on it, and publish bundles that pass the
+    gate against the stable bundle; each retrain is logged with its events, time, metrics,
+    gate result and published version."""
+    if not follow:
+        raise CommandError("only --follow is supported: train continuously from the topic")
+    if signing_key is None:
+        raise CommandError(
+            "no signing key: pass --signing-key PATH or set PROXIMA_SIGNING_KEY "
+            "(create one with 'proxima keys generate --out DIR')"
+        )
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    for name in ("central", "proxima"):  # the libraries' own INFO lines are left out
+        logging.getLogger(name).setLevel(logging.INFO)
+    with reported_errors():
+        key_pem = signing_key.read_bytes()
+        load_private_key(key_pem)  # fail now, not after the first training
+        config = TrainerServiceConfig(
+            nats=NatsSettings.from_url(nats_url, name="proxima-trainer"),
+            kafka=KafkaSettings.from_bootstrap(
+                kafka_bootstrap, topic=topic, dlq_topic=f"{topic}.dlq", client_id="proxima-trainer"
+            ),
+            state_dir=state_dir,
+            private_key_pem=key_pem,
+            regions=tuple(
+                check_token(region.strip(), "region")
+                for region in regions.split(",")
+                if region.strip()
+            ),
+            retrain_events=retrain_events,
+            retrain_interval_s=retrain_interval,
+            min_events=min_events,
+            trainer=TrainerConfig(),
+        )
+        try:
+            asyncio.run(_serve(TrainerService(config)))
+        except KafkaError as exc:
+            raise CommandError(f"Kafka at {kafka_bootstrap}: {exc}") from exc
+        except nats.errors.Error as exc:
+            raise CommandError(f"NATS at {nats_url}: {exc}") from exc
+
+
+async def _serve(service: TrainerService) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    config = service.config
+    log.info(
+        "training from %s into %s; promoting to %s",
+        config.kafka.topic,
+        config.state_dir,
+        ", ".join(config.regions) or "no region (publish only)",
+    )
+    try:
+        await service.run(stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        status = service.status
+        log.info(
+            "trainer stopped: consumed %d records (%d bad), kept %d events, %d retrains, "
+            "published %s",
+            status.consumed,
+            status.bad_records,
+            status.kept,
+            status.attempts,
+            status.published or "nothing",
+        )

@@ -1,0 +1,193 @@
+"""The event store's files: journal records and snapshots.
+
+Journal record
+    ``payload length (u32 LE) | crc32 of the payload (u32 LE) | payload``, the payload a
+    msgpack map ``{"rows": [[key, session, item, ts, type, category, price], ...],
+    "offsets": {"<topic>:<partition>": next offset}, "sequence": events ever kept}``.
+    Records are only appended, so a crash can tear only the last one;
+    :func:`read_journal` stops before a short or mismatching record and says where.
+Snapshot
+    :data:`SNAPSHOT_MAGIC`, the crc32 of the payload (u32 LE), then a msgpack map of the
+    vocabularies, the column buffers (dtypes of :data:`~central.trainer.eventcolumns.COLUMNS`),
+    ``offsets``, ``sequence`` and ``generation``. Written whole by :func:`write_atomically`.
+
+A record or snapshot that passes its checksum but does not hold what this format says was
+not torn but written by something else: that raises :class:`~central.errors.DataFormatError`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgpack
+import numpy as np
+
+from central.errors import DataFormatError
+from central.trainer.eventcolumns import COLUMNS, Row, StoredEvents
+from protocol.events import EVENT_TYPES
+
+SNAPSHOT_MAGIC: Final = b"PROXIMA-EVENTSTORE-1\n"
+_RECORD_HEADER: Final = struct.Struct("<II")
+_CRC: Final = struct.Struct("<I")
+_FORMAT_ERRORS: Final = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    msgpack.UnpackException,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    rows: list[Row]
+    offsets: dict[str, int]
+    sequence: int
+    end: int  # byte offset just past this record
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    columns: StoredEvents
+    offsets: dict[str, int]
+    sequence: int
+    generation: int
+
+
+def encode_record(rows: list[Row], offsets: Mapping[str, int], sequence: int) -> bytes:
+    payload: bytes = msgpack.packb(
+        {"rows": [list(row) for row in rows], "offsets": dict(offsets), "sequence": sequence},
+        use_bin_type=True,
+    )
+    return _RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_journal(data: bytes, path: Path) -> Iterator[JournalRecord]:
+    """The whole records at the start of ``data``; stops at the first torn one."""
+    position = 0
+    while position + _RECORD_HEADER.size <= len(data):
+        length, checksum = _RECORD_HEADER.unpack_from(data, position)
+        start = position + _RECORD_HEADER.size
+        payload = data[start : start + length]
+        if len(payload) < length or zlib.crc32(payload) != checksum:
+            return
+        try:
+            raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            record = JournalRecord(
+                rows=[_checked_row(row) for row in raw["rows"]],
+                offsets=_checked_offsets(raw["offsets"]),
+                sequence=int(raw["sequence"]),
+                end=start + length,
+            )
+        except _FORMAT_ERRORS as exc:
+            raise DataFormatError(
+                f"the journal record at byte {position} is not in this store's format: {exc}",
+                path=str(path),
+            ) from exc
+        position = record.end
+        yield record
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    columns = snapshot.columns
+    body: dict[str, Any] = {
+        "generation": snapshot.generation,
+        "sequence": snapshot.sequence,
+        "offsets": dict(snapshot.offsets),
+        "session_ids": columns.session_ids,
+        "item_ids": columns.item_ids,
+        "categories": columns.categories,
+    }
+    for name, dtype in COLUMNS.items():
+        body[name] = getattr(columns, name).astype(dtype).tobytes()
+    payload: bytes = msgpack.packb(body, use_bin_type=True)
+    return SNAPSHOT_MAGIC + _CRC.pack(zlib.crc32(payload)) + payload
+
+
+def decode_snapshot(data: bytes, path: Path) -> Snapshot:
+    header = len(SNAPSHOT_MAGIC) + _CRC.size
+    if len(data) < header or not data.startswith(SNAPSHOT_MAGIC):
+        raise DataFormatError("not an event store snapshot", path=str(path))
+    payload = data[header:]
+    if zlib.crc32(payload) != _CRC.unpack_from(data, len(SNAPSHOT_MAGIC))[0]:
+        raise DataFormatError("the snapshot is damaged (checksum mismatch)", path=str(path))
+    try:
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        arrays = {
+            name: np.frombuffer(body[name], dtype=dtype).astype(dtype.lstrip("<|"))
+            for name, dtype in COLUMNS.items()
+        }
+        snapshot = Snapshot(
+            columns=StoredEvents(
+                session_ids=[str(value) for value in body["session_ids"]],
+                item_ids=[str(value) for value in body["item_ids"]],
+                categories=[str(value) for value in body["categories"]],
+                **arrays,
+            ),
+            offsets=_checked_offsets(body["offsets"]),
+            sequence=int(body["sequence"]),
+            generation=int(body["generation"]),
+        )
+    except _FORMAT_ERRORS as exc:
+        raise DataFormatError(f"the snapshot is unreadable: {exc}", path=str(path)) from exc
+    _check_columns(snapshot.columns, path)
+    return snapshot
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replaces ``path`` with ``data``: a reader sees the old file or the new, never a mix."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temp.open("wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(temp, path)
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _checked_row(raw: Any) -> Row:
+    key, session, item, ts, event_type, category, price = raw
+    if not (isinstance(session, str) and isinstance(item, str)):
+        raise ValueError("session and item ids must be strings")
+    if not 0 <= int(event_type) < len(EVENT_TYPES):
+        raise ValueError(f"unknown event type code {event_type}")
+    return (
+        int(key),
+        session,
+        item,
+        int(ts),
+        int(event_type),
+        None if category is None else str(category),
+        None if price is None else float(price),
+    )
+
+
+def _checked_offsets(raw: Any) -> dict[str, int]:
+    return {str(key): int(value) for key, value in raw.items()}
+
+
+def _check_columns(columns: StoredEvents, path: Path) -> None:
+    lengths = {getattr(columns, name).shape[0] for name in COLUMNS}
+    if len(lengths) > 1:
+        raise DataFormatError("the snapshot's columns differ in length", path=str(path))
+    for codes, vocabulary, lowest in (
+        (columns.session, columns.session_ids, 0),
+        (columns.item, columns.item_ids, 0),
+        (columns.category, columns.categories, -1),
+    ):
+        if codes.shape[0] and not lowest <= int(codes.min()) <= int(codes.max()) < len(vocabulary):
+            raise DataFormatError("the snapshot's codes exceed its vocabularies", path=str(path))

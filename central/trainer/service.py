@@ -1,0 +1,319 @@
+"""The continuous trainer: Kafka events into the event store, then retrain, gate, publish.
+
+One consumer in group ``proxima-trainer`` reads ``proxima.events``. The store is the
+source of truth for how far it has read: on assignment each partition is sought to the
+offset the store holds (to the beginning when it holds none, so a lost state directory is
+rebuilt from what the topic retains), and Kafka offsets are committed only after the store
+has flushed the events they cover. A trainer learns from every partition, so run one
+trainer per group.
+
+A retrain starts when the consumer has caught up with the topic, the store holds at least
+``min_events`` events, and either nothing was trained yet, ``retrain_events`` new events
+arrived since the last attempt, or ``retrain_interval_s`` passed with anything new.
+Training and the gate run in worker threads while consumption goes on
+(:mod:`central.trainer.retrain`). A failed attempt counts as an attempt, so it is retried
+on the same schedule rather than at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import nats
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
+
+from central.kafka_settings import KafkaSettings
+from central.trainer.eventfiles import write_atomically
+from central.trainer.eventstore import EventStore, StoreLimits
+from central.trainer.gate import MAX_HR_LOSS
+from central.trainer.pipeline import TrainerConfig
+from central.trainer.publish import DEFAULT_BUCKETS, KEEP_BUNDLES, Buckets
+from central.trainer.retrain import RetrainReport, RetrainSettings, retrain
+from protocol.bus import NatsSettings
+from protocol.codec import decode_msgpack_event
+from protocol.errors import EventError
+from protocol.events import Event
+
+GROUP_ID: Final = "proxima-trainer"
+STATE_FILE: Final = "trainer-state.json"
+EVENTS_DIR: Final = "events"
+# Bounded, so that a wrong URL fails at start (connecting retries as reconnecting does);
+# a connection closed by a longer outage is made anew at the next retrain.
+NATS_RECONNECT_ATTEMPTS: Final = 10
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerServiceConfig:
+    nats: NatsSettings
+    kafka: KafkaSettings  # bootstrap servers and the events topic
+    state_dir: Path
+    private_key_pem: bytes
+    regions: tuple[str, ...] = ()  # promoted to each new bundle; none: publish only
+    retrain_events: int = 50_000
+    retrain_interval_s: float = 6 * 3600.0
+    min_events: int = 10_000
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    store_limits: StoreLimits = field(default_factory=StoreLimits)
+    max_hr_loss: float = MAX_HR_LOSS
+    keep_bundles: int = KEEP_BUNDLES
+    group_id: str = GROUP_ID
+    buckets: Buckets = DEFAULT_BUCKETS
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
+    max_poll_records: int = 5_000
+    poll_timeout_s: float = 0.5
+    flush_interval_s: float = 1.0
+
+
+@dataclass(slots=True)
+class TrainerStatus:
+    consumed: int = 0  # Kafka records read since the start
+    bad_records: int = 0  # records that were not a valid msgpack event
+    kept: int = 0  # new item events added to the store since the start
+    store_sequence: int = 0  # events the store has ever kept
+    caught_up: bool = False
+    training: bool = False
+    attempts: int = 0  # retrains finished or failed since the start
+    last_retrain: RetrainReport | None = None
+    published: list[int] = field(default_factory=list)
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class _TrainingState:
+    """What survives a restart besides the events: persisted in ``trainer-state.json``."""
+
+    last_version: int | None = None  # the highest version ever given to a bundle
+    attempted_sequence: int = 0  # the store's sequence when training was last attempted
+    attempted_at: float | None = None  # Unix time of that attempt
+
+    @classmethod
+    def load(cls, path: Path) -> _TrainingState:
+        if not path.exists():
+            return cls()
+        raw = json.loads(path.read_text())
+        return cls(raw["last_version"], int(raw["attempted_sequence"]), raw["attempted_at"])
+
+    def save(self, path: Path) -> None:
+        data = {
+            "last_version": self.last_version,
+            "attempted_sequence": self.attempted_sequence,
+            "attempted_at": self.attempted_at,
+        }
+        write_atomically(path, json.dumps(data).encode())
+
+
+class TrainerService:
+    def __init__(self, config: TrainerServiceConfig) -> None:
+        self.config = config
+        self.status = TrainerStatus()
+        self._settings = RetrainSettings(
+            trainer=config.trainer,
+            private_key_pem=config.private_key_pem,
+            regions=config.regions,
+            max_hr_loss=config.max_hr_loss,
+            keep_bundles=config.keep_bundles,
+            buckets=config.buckets,
+        )
+        self._state_path = config.state_dir / STATE_FILE
+        self._state = _TrainingState()
+        self._retraining: asyncio.Task[None] | None = None
+        self._nats: NatsClient | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consumes and retrains until ``stop`` is set, then finishes a training under way."""
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state = _TrainingState.load(self._state_path)
+        async with contextlib.AsyncExitStack() as resources:
+            store = EventStore.open(config.state_dir / EVENTS_DIR, config.store_limits)
+            resources.callback(store.close)
+            self.status.store_sequence = store.sequence
+            await self._jetstream()  # fail now when NATS cannot be reached, not at publishing
+            resources.push_async_callback(self._close_nats)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=list(config.kafka.bootstrap_servers),
+                client_id=config.kafka.client_id,
+                group_id=config.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=config.kafka_session_timeout_ms,
+                heartbeat_interval_ms=config.kafka_heartbeat_interval_ms,
+            )
+            consumer.subscribe([config.kafka.topic], listener=_ResumeFromStore(consumer, store))
+            resources.push_async_callback(consumer.stop)
+            await consumer.start()
+            try:
+                await self._consume(consumer, store, stop)
+            finally:
+                if self._retraining is not None:
+                    log.info("waiting for the training under way to finish")
+                    await asyncio.gather(self._retraining, return_exceptions=True)
+                store.flush()
+                await _commit(consumer, store)
+
+    async def _consume(
+        self, consumer: AIOKafkaConsumer, store: EventStore, stop: asyncio.Event
+    ) -> None:
+        config = self.config
+        flushed_at = time.monotonic()
+        while not stop.is_set():
+            batch = await consumer.getmany(
+                timeout_ms=int(config.poll_timeout_s * 1000), max_records=config.max_poll_records
+            )
+            events, offsets = self._decoded(batch)
+            self.status.kept += store.add(events, offsets)
+            self.status.store_sequence = store.sequence
+            self.status.caught_up = _caught_up(consumer, store)
+            if time.monotonic() - flushed_at >= config.flush_interval_s:
+                store.flush()
+                await _commit(consumer, store)
+                flushed_at = time.monotonic()
+            if self._retraining is None and self._retrain_due(store):
+                self._retraining = asyncio.create_task(self._retrain(store))
+
+    def _decoded(
+        self, batch: Mapping[TopicPartition, Sequence[Any]]
+    ) -> tuple[list[Event], dict[str, int]]:
+        events: list[Event] = []
+        offsets: dict[str, int] = {}
+        for partition, records in batch.items():
+            for record in records:
+                self.status.consumed += 1
+                try:
+                    events.append(decode_msgpack_event(record.value or b""))
+                except EventError as exc:
+                    self.status.bad_records += 1
+                    log.debug("skipped record %s@%d: %s", partition, record.offset, exc)
+            if records:
+                offsets[_offset_key(partition)] = records[-1].offset + 1
+        return events, offsets
+
+    def _retrain_due(self, store: EventStore) -> bool:
+        state, config = self._state, self.config
+        new_events = store.sequence - state.attempted_sequence
+        if new_events <= 0 or not self.status.caught_up:
+            return False
+        due = (
+            state.attempted_at is None
+            or new_events >= config.retrain_events
+            or time.time() - state.attempted_at >= config.retrain_interval_s
+        )
+        return due and len(store) >= config.min_events
+
+    async def _retrain(self, store: EventStore) -> None:
+        self.status.training = True
+        sequence = store.sequence
+        try:
+            report = await retrain(
+                await self._jetstream(),
+                store.columns(),
+                self._settings,
+                last_version=self._state.last_version,
+            )
+        except Exception as exc:  # a failed retrain must not stop the consumer
+            log.exception("retrain failed")
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+        else:
+            log.info("%s", report.summary())
+            log.info("gate: %s", json.dumps(report.gate.to_dict()))
+            self.status.last_retrain = report
+            self.status.last_error = None
+            self._state.last_version = report.version
+            if report.published:
+                self.status.published.append(report.version)
+        finally:
+            self._state.attempted_sequence = sequence
+            self._state.attempted_at = time.time()
+            self._state.save(self._state_path)
+            self.status.attempts += 1
+            self.status.training = False
+            self._retraining = None
+
+    async def _jetstream(self) -> JetStreamContext:
+        """The NATS connection, made anew when a long outage has closed the last one."""
+        if self._nats is None or self._nats.is_closed:
+            options = self.config.nats.connect_options()
+            options["max_reconnect_attempts"] = NATS_RECONNECT_ATTEMPTS
+            self._nats = await nats.connect(**options, error_cb=_log_nats_error)
+        return self._nats.jetstream()
+
+    async def _close_nats(self) -> None:
+        if self._nats is not None:
+            await self._nats.close()
+
+
+class _ResumeFromStore(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
+    """Seeks each assigned partition to the offset the store holds; flushes on revocation."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, store: EventStore) -> None:
+        self._consumer = consumer
+        self._store = store
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self._store.flush()
+        await _commit(self._consumer, self._store)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        held = self._store.offsets
+        for partition in assigned:
+            # Synchronous seeks only: awaiting here lets the fetcher start from the group's
+            # position and deliver records twice. An offset below the log start (retention)
+            # is reset to the earliest record by ``auto_offset_reset``.
+            self._consumer.seek(partition, held.get(_offset_key(partition), 0))
+        log.info(
+            "assigned %s; resuming at %s",
+            sorted(_offset_key(p) for p in assigned),
+            {_offset_key(p): held.get(_offset_key(p), "beginning") for p in assigned},
+        )
+
+
+async def _commit(consumer: AIOKafkaConsumer, store: EventStore) -> None:
+    """Commits the store's offsets for the assigned partitions (informational: the store,
+    not the commit, decides where a restart resumes)."""
+    held = store.offsets
+    offsets = {
+        partition: held[_offset_key(partition)]
+        for partition in consumer.assignment()
+        if _offset_key(partition) in held
+    }
+    if not offsets:
+        return
+    try:
+        await consumer.commit(offsets)
+    except KafkaError as exc:
+        log.warning("could not commit offsets %s: %s", offsets, exc)
+
+
+def _caught_up(consumer: AIOKafkaConsumer, store: EventStore) -> bool:
+    """Whether the store holds every record below each assigned partition's high water, as
+    the last fetch reported it."""
+    assigned = consumer.assignment()
+    held = store.offsets
+    for partition in assigned:
+        highwater = consumer.highwater(partition)
+        if highwater is None or held.get(_offset_key(partition), 0) < highwater:
+            return False
+    return bool(assigned)
+
+
+async def _log_nats_error(error: Exception) -> None:
+    log.warning("NATS: %s", error or type(error).__name__)
+
+
+def _offset_key(partition: TopicPartition) -> str:
+    return f"{partition.topic}:{partition.partition}"
