@@ -42,7 +42,7 @@ from threadpoolctl import threadpool_limits
 
 from protocol import features
 from protocol.bundle import read_bundle
-from protocol.candidates import CandidateConfig, Candidates
+from protocol.candidates import CandidateConfig, Candidates, session_rows
 from protocol.errors import EventError
 from protocol.events import validate_event
 from protocol.keys import load_public_key
@@ -119,12 +119,17 @@ def build_candidates(window: SessionWindow, naive: NaiveModel) -> Candidates | N
     if window.bought:
         bought = {index[item] for item in window.bought if item in index}
         pool = [item for item in pool if item not in bought]
+    items = np.array(pool, dtype=np.int32)
+    session_items = np.array(session, dtype=np.int32)
+    rows, ranks = session_rows(items, session_items)
     return Candidates(
-        items=np.array(pool, dtype=np.int32),
+        items=items,
         covis=np.array([scores.get(item, 0.0) for item in pool], dtype=np.float32),
         covis_last=np.array([last.get(item, 0.0) for item in pool], dtype=np.float32),
         sknn=np.zeros(len(pool), dtype=np.float32),
-        session_items=np.array(session, dtype=np.int32),
+        session_items=session_items,
+        session_rows=rows,
+        session_ranks=ranks,
     )
 
 

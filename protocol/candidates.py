@@ -85,7 +85,7 @@ def generate(window: SessionWindow, tables: CandidateTables, config: CandidateCo
         bought = [tables.item_index[i] for i in window.bought if i in tables.item_index]
         if bought:
             pool = pool[~np.isin(pool, np.asarray(bought, dtype=np.int32))]
-    rows, ranks = _session_rows(pool, session)
+    rows, ranks = session_rows(pool, session)
     return Candidates(
         items=pool,
         covis=_lookup(covis_items, covis_scores, pool),
@@ -97,7 +97,7 @@ def generate(window: SessionWindow, tables: CandidateTables, config: CandidateCo
     )
 
 
-def _session_rows(pool: Ints, session: Ints) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+def session_rows(pool: Ints, session: Ints) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Rows of the pool that are session items, and each one's recency rank."""
     if session.shape[0] == 0 or pool.shape[0] == 0:
         return _EMPTY_INDEX, _EMPTY_INDEX

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from central.cli.bundle import bundle
+from central.cli.central_group import central
 from central.cli.demo import demo
 from central.cli.edge import edge
 from central.cli.evaluate import evaluate
@@ -22,5 +23,5 @@ def main() -> None:
     """Proxima: edge-deployed personalization, trained centrally, answered locally."""
 
 
-for command in (demo, keys, train, bundle, evaluate, generate, edge):
+for command in (demo, keys, train, bundle, evaluate, generate, edge, central):
     main.add_command(command)

@@ -1,0 +1,164 @@
+"""``proxima central bridge``: forward the EVENTS stream into Kafka until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+import click
+
+from central.bridge import Bridge
+from central.cli.errors import reported_errors
+from central.kafka_settings import DEFAULT_BOOTSTRAP, KafkaSettings
+from protocol.bus import NatsSettings
+from protocol.subjects import KAFKA_EVENTS_TOPIC
+
+log = logging.getLogger("proxima.central.bridge")
+
+
+@click.command("bridge")
+@click.option(
+    "--nats",
+    "nats_url",
+    envvar="PROXIMA_NATS_URL",
+    show_envvar=True,
+    default="nats://127.0.0.1:4222",
+    show_default=True,
+    help="NATS server URL(s), comma-separated.",
+)
+@click.option(
+    "--kafka",
+    "kafka_bootstrap",
+    envvar="PROXIMA_KAFKA_BOOTSTRAP",
+    show_envvar=True,
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    help="Kafka bootstrap servers, HOST:PORT comma-separated.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=6,
+    show_default=True,
+    help="Partitions of the events topic when the bridge creates it.",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Replication factor of the topics when the bridge creates them.",
+)
+@click.option(
+    "--no-idempotence",
+    is_flag=True,
+    help="Use a plain producer, for brokers that refuse idempotent ones (such as Tansu).",
+)
+@click.option(
+    "--durable",
+    default="proxima-bridge",
+    show_default=True,
+    help="Name of the durable JetStream consumer; bridges sharing it share the work.",
+)
+@click.option(
+    "--batch", type=click.IntRange(1, 10_000), default=500, show_default=True,
+    help="Messages pulled and produced per round.",
+)  # fmt: skip
+@click.option(
+    "--topic",
+    default=KAFKA_EVENTS_TOPIC,
+    show_default=True,
+    help="Kafka topic for events; invalid messages go to TOPIC.dlq.",
+)
+@click.option(
+    "--ack-wait",
+    type=click.FloatRange(1.0, 3600.0),
+    default=60.0,
+    show_default=True,
+    help="Seconds before JetStream redelivers a message the bridge did not acknowledge.",
+)
+@click.option(
+    "--status-every",
+    type=click.FloatRange(0.0),
+    default=30.0,
+    show_default=True,
+    help="Log counters and lag every this many seconds (0: never).",
+)
+def bridge(
+    nats_url: str,
+    kafka_bootstrap: str,
+    partitions: int,
+    replication_factor: int,
+    no_idempotence: bool,
+    durable: str,
+    batch: int,
+    topic: str,
+    ack_wait: float,
+    status_every: float,
+) -> None:
+    """Forward every event in the EVENTS stream to Kafka, at least once, until stopped.
+
+    A message is acknowledged in JetStream only after Kafka has it; SIGTERM or Ctrl-C lets
+    the batch in hand settle first. Consumers of the topic dedupe by the event_id header.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with reported_errors():
+        nats_settings = NatsSettings.from_url(nats_url, name="proxima-bridge")
+        kafka_settings = KafkaSettings.from_bootstrap(
+            kafka_bootstrap,
+            topic=topic,
+            dlq_topic=f"{topic}.dlq",
+            replication_factor=replication_factor,
+        )
+        runner = Bridge(
+            nats_settings, kafka_settings, durable=durable, batch=batch,
+            partitions=partitions, idempotent=not no_idempotence, ack_wait_s=ack_wait,
+        )  # fmt: skip
+        _run(_serve(runner, status_every))
+
+
+async def _serve(runner: Bridge, status_every: float) -> None:
+    await runner.start()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, runner.request_stop)
+    reporter = asyncio.create_task(_report_status(runner, status_every))
+    log.info("bridge running")
+    try:
+        await runner.run_until_stopped()
+    finally:
+        reporter.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await runner.close()
+        status = runner.status
+        log.info(
+            "bridge stopped: forwarded %d, dead-lettered %d, acknowledged %d, errors %d",
+            status.forwarded, status.dead_lettered, status.acked, status.errors,
+        )  # fmt: skip
+
+
+async def _report_status(runner: Bridge, every_s: float) -> None:
+    if every_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        status = runner.status
+        log.info(
+            "forwarded %d, dead-lettered %d, acknowledged %d, errors %d, lag %s",
+            status.forwarded, status.dead_lettered, status.acked, status.errors,
+            "?" if status.lag is None else status.lag,
+        )  # fmt: skip
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop when it is installed: pulling and producing are CPU-bound in this process."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)

@@ -1,0 +1,17 @@
+"""``proxima central``: the services that run centrally (bridge, continuous trainer)."""
+
+from __future__ import annotations
+
+import click
+
+from central.cli.bridge import bridge
+from central.cli.train_follow import train_follow
+
+
+@click.group()
+def central() -> None:
+    """Run the central services: the NATS→Kafka bridge and the continuous trainer."""
+
+
+central.add_command(bridge)
+central.add_command(train_follow)
