@@ -41,6 +41,7 @@ from edge_node.sessions import SessionStore
 from edge_node.state import EdgeState
 from edge_node.streams import StreamHub
 from edge_node.uplink import Uplink
+from edge_node.uplink.publisher import EventPublisher
 from protocol.errors import ProtocolError
 from protocol.keys import load_public_key
 from protocol.serving import ServingModel
@@ -133,6 +134,13 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
 
     nats = settings.nats_settings()
     if nats is not None:
+        state.publisher = EventPublisher(
+            state.uplink,
+            nats,
+            region=settings.region,
+            node=settings.node,
+            batch=settings.publish_batch,
+        )
         state.model_sync = ModelSync(
             models,
             nats,
@@ -147,9 +155,15 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         await sessions.start()
         if state.model_sync is not None:
             await state.model_sync.start()
+        if state.publisher is not None:
+            await state.publisher.start()
         try:
             yield
         finally:
+            # The publisher drains what it can before the spool closes; what it cannot
+            # stays in the spool for the next start.
+            if state.publisher is not None:
+                await state.publisher.close(settings.shutdown_timeout_s / 2)
             if state.model_sync is not None:
                 await state.model_sync.close()
             await sessions.close()

@@ -96,6 +96,21 @@ class EdgeMetrics:
             "Accepted events not yet published",
             registry=r,
         )
+        self.publish_lag = Gauge(
+            "proxima_edge_publish_lag_seconds",
+            "Age of the oldest event not yet in JetStream",
+            registry=r,
+        )
+        self.published = Gauge(
+            "proxima_edge_published_events",
+            "Events JetStream acknowledged since start",
+            registry=r,
+        )
+        self.bus_connected = Gauge(
+            "proxima_edge_bus_connected",
+            "1 while the event publisher is connected to NATS",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "proxima_edge_in_flight_requests", "Requests being served", registry=r
         )

@@ -13,6 +13,7 @@ from edge_node.recommend import Recommender
 from edge_node.sessions import SessionStore
 from edge_node.streams import StreamHub
 from edge_node.uplink import Uplink
+from edge_node.uplink.publisher import EventPublisher
 
 
 @dataclass(eq=False)
@@ -26,3 +27,4 @@ class EdgeState:
     session_buckets: TokenBuckets
     streams: StreamHub
     model_sync: ModelSync | None = None
+    publisher: EventPublisher | None = None

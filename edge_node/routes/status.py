@@ -87,4 +87,9 @@ async def metrics(request: Request) -> Response:
     m.spool_pending_bytes.set(spool.pending_bytes)
     m.spool_pending_events.set(spool.pending_records)
     m.streams.set(state.streams.open_streams)
+    if state.publisher is not None:
+        published = state.publisher.status
+        m.publish_lag.set(published.lag_s)
+        m.published.set(published.published)
+        m.bus_connected.set(1 if published.connected else 0)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
