@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from central.cli.bridge import bridge
+from central.cli.run import run
 from central.cli.train_follow import train_follow
 
 
@@ -15,3 +16,4 @@ def central() -> None:
 
 central.add_command(bridge)
 central.add_command(train_follow)
+central.add_command(run)

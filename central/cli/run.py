@@ -1,0 +1,130 @@
+"""``proxima central run``: the bridge and the continuous trainer in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from central.bridge import Bridge
+from central.cli.errors import CommandError, reported_errors
+from central.kafka_settings import KafkaSettings
+from central.trainer.pipeline import TrainerConfig
+from central.trainer.service import TrainerService, TrainerServiceConfig
+from protocol.bus import NatsSettings
+from protocol.keys import load_private_key
+from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
+
+log = logging.getLogger("central.run")
+
+
+@click.command("run")
+@click.option(
+    "--nats",
+    "nats_url",
+    envvar="PROXIMA_NATS_URL",
+    show_envvar=True,
+    default="nats://127.0.0.1:4222",
+    show_default=True,
+    help="NATS URL(s), comma-separated.",
+)
+@click.option(
+    "--kafka",
+    "kafka_bootstrap",
+    envvar="PROXIMA_KAFKA_BOOTSTRAP",
+    show_envvar=True,
+    default="127.0.0.1:9092",
+    show_default=True,
+    help="Kafka bootstrap servers.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PROXIMA_SIGNING_KEY",
+    show_envvar=True,
+    help="Key that signs new bundles.",
+)
+@click.option("--regions", default="", help="Regions to promote passing bundles to, e.g. eu,us.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./proxima-trainer"),
+    show_default=True,
+)
+@click.option("--no-idempotence", is_flag=True, help="For Kafka-protocol brokers without it.")
+@click.option("--partitions", type=click.IntRange(1, 1024), default=6, show_default=True)
+@click.option("--retrain-events", type=click.IntRange(1), default=50_000, show_default=True)
+@click.option("--retrain-interval", type=click.FloatRange(1), default=3600.0, show_default=True)
+@click.option("--min-events", type=click.IntRange(1), default=10_000, show_default=True)
+def run(
+    nats_url: str,
+    kafka_bootstrap: str,
+    signing_key: Path | None,
+    regions: str,
+    state_dir: Path,
+    no_idempotence: bool,
+    partitions: int,
+    retrain_events: int,
+    retrain_interval: float,
+    min_events: int,
+) -> None:
+    """Run the NATS→Kafka bridge and the continuous trainer together until stopped."""
+    if signing_key is None:
+        raise CommandError("no signing key: pass --signing-key PATH or set PROXIMA_SIGNING_KEY")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with reported_errors():
+        key_pem = signing_key.read_bytes()
+        load_private_key(key_pem)
+
+        def kafka(client_id: str) -> KafkaSettings:
+            return KafkaSettings.from_bootstrap(
+                kafka_bootstrap,
+                topic=KAFKA_EVENTS_TOPIC,
+                dlq_topic=f"{KAFKA_EVENTS_TOPIC}.dlq",
+                client_id=client_id,
+            )
+
+        bridge = Bridge(
+            NatsSettings.from_url(nats_url, name="proxima-bridge"),
+            kafka("proxima-bridge"),
+            partitions=partitions,
+            idempotent=not no_idempotence,
+        )
+        trainer = TrainerService(
+            TrainerServiceConfig(
+                nats=NatsSettings.from_url(nats_url, name="proxima-trainer"),
+                kafka=kafka("proxima-trainer"),
+                state_dir=state_dir,
+                private_key_pem=key_pem,
+                regions=tuple(
+                    check_token(r.strip(), "region") for r in regions.split(",") if r.strip()
+                ),
+                retrain_events=retrain_events,
+                retrain_interval_s=retrain_interval,
+                min_events=min_events,
+                trainer=TrainerConfig(),
+            )
+        )
+        asyncio.run(_serve(bridge, trainer))
+
+
+async def _serve(bridge: Bridge, trainer: TrainerService) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def request_stop() -> None:
+        stop.set()
+        bridge.request_stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, request_stop)
+    await bridge.start()  # the bridge creates the stream and topic the trainer reads
+    log.info("bridge and trainer running")
+    try:
+        await asyncio.gather(bridge.run_until_stopped(), trainer.run(stop))
+    finally:
+        request_stop()
+        await bridge.close()

@@ -1,0 +1,80 @@
+"""``proxima central run`` forwards events to Kafka and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from central.localservers import KafkaBroker, NatsServer
+from protocol.codec import encode_msgpack
+from protocol.events import Event
+from protocol.keys import write_keypair
+from protocol.subjects import KAFKA_EVENTS_TOPIC, MSG_ID_HEADER
+
+pytestmark = pytest.mark.integration
+EVENTS = 60
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[tuple[NatsServer, KafkaBroker]]:
+    with NatsServer(tmp_path / "nats") as bus, KafkaBroker(tmp_path / "kafka") as log:
+        yield bus, log
+
+
+async def test_bridge_and_trainer_run_together_until_sigterm(
+    servers: tuple[NatsServer, KafkaBroker], tmp_path: Path
+) -> None:
+    bus, log = servers
+    private_key, _ = write_keypair(tmp_path / "keys")
+    command = [
+        sys.executable, "-c", "from central.cli import main; main()", "central", "run",
+        "--nats", bus.url, "--kafka", log.bootstrap, "--signing-key", str(private_key),
+        "--no-idempotence", "--state-dir", str(tmp_path / "state"), "--partitions", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        client = await nats.connect(bus.url)
+        jetstream = client.jetstream()
+        deadline = time.monotonic() + 30
+        while True:  # the bridge creates the stream; publish once it exists
+            try:
+                await jetstream.stream_info("EVENTS")
+                break
+            except nats.js.errors.NotFoundError:
+                assert time.monotonic() < deadline, "the EVENTS stream never appeared"
+                assert process.poll() is None, "proxima central run exited early"
+                await asyncio.sleep(0.1)
+        for n in range(EVENTS):
+            event = Event(event_id=f"run-{n:06d}", session_id=f"s{n % 7}", type="view",
+                          item_id=f"i{n}", ts=1_767_225_600_000 + n)  # fmt: skip
+            await jetstream.publish("events.eu.n1", encode_msgpack(event),
+                                    headers={MSG_ID_HEADER: event.event_id})  # fmt: skip
+        await client.close()
+
+        consumer = AIOKafkaConsumer(
+            KAFKA_EVENTS_TOPIC, bootstrap_servers=log.bootstrap, auto_offset_reset="earliest",
+            group_id="test-reader", session_timeout_ms=2000, heartbeat_interval_ms=500,
+        )  # fmt: skip
+        await consumer.start()
+        seen: set[str] = set()
+        try:
+            deadline = time.monotonic() + 60
+            while len(seen) < EVENTS and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    seen.update(dict(r.headers)["event_id"].decode() for r in records)
+        finally:
+            await consumer.stop()
+        assert seen == {f"run-{n:06d}" for n in range(EVENTS)}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output.decode()[-2000:]
