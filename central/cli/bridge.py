@@ -12,7 +12,8 @@ import click
 
 from central.bridge import Bridge
 from central.cli.errors import reported_errors
-from central.kafka_settings import DEFAULT_BOOTSTRAP, KafkaSettings
+from central.cli.options import kafka_option, nats_option
+from central.kafka_settings import KafkaSettings
 from protocol.bus import NatsSettings
 from protocol.subjects import KAFKA_EVENTS_TOPIC
 
@@ -20,24 +21,8 @@ log = logging.getLogger("proxima.central.bridge")
 
 
 @click.command("bridge")
-@click.option(
-    "--nats",
-    "nats_url",
-    envvar="PROXIMA_NATS_URL",
-    show_envvar=True,
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="NATS server URL(s), comma-separated.",
-)
-@click.option(
-    "--kafka",
-    "kafka_bootstrap",
-    envvar="PROXIMA_KAFKA_BOOTSTRAP",
-    show_envvar=True,
-    default=DEFAULT_BOOTSTRAP,
-    show_default=True,
-    help="Kafka bootstrap servers, HOST:PORT comma-separated.",
-)
+@nats_option("")
+@kafka_option
 @click.option(
     "--partitions",
     type=click.IntRange(1, 10_000),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from functools import partial
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 

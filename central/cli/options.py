@@ -43,3 +43,39 @@ def public_key_option(required: bool) -> Callable[[F], F]:
         show_envvar=True,
         help="Public key that bundles must verify against.",
     )
+
+
+def nats_option(purpose: str) -> Callable[[F], F]:
+    return click.option(
+        "--nats",
+        "nats_url",
+        envvar="PROXIMA_NATS_URL",
+        show_envvar=True,
+        default="nats://127.0.0.1:4222",
+        show_default=True,
+        help=f"NATS server URL(s), comma-separated{purpose}.",
+    )
+
+
+def kafka_option(function: F) -> F:
+    from central.kafka_settings import DEFAULT_BOOTSTRAP
+
+    return click.option(
+        "--kafka",
+        "kafka_bootstrap",
+        envvar="PROXIMA_KAFKA_BOOTSTRAP",
+        show_envvar=True,
+        default=DEFAULT_BOOTSTRAP,
+        show_default=True,
+        help="Kafka bootstrap servers, HOST:PORT comma-separated.",
+    )(function)
+
+
+def signing_key_option(function: F) -> F:
+    return click.option(
+        "--signing-key",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="PROXIMA_SIGNING_KEY",
+        show_envvar=True,
+        help="Private key that signs bundles (see 'proxima keys generate').",
+    )(function)

@@ -11,6 +11,7 @@ import click
 
 from central.bridge import Bridge
 from central.cli.errors import CommandError, reported_errors
+from central.cli.options import kafka_option, nats_option, signing_key_option
 from central.kafka_settings import KafkaSettings
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
@@ -22,31 +23,9 @@ log = logging.getLogger("central.run")
 
 
 @click.command("run")
-@click.option(
-    "--nats",
-    "nats_url",
-    envvar="PROXIMA_NATS_URL",
-    show_envvar=True,
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="NATS URL(s), comma-separated.",
-)
-@click.option(
-    "--kafka",
-    "kafka_bootstrap",
-    envvar="PROXIMA_KAFKA_BOOTSTRAP",
-    show_envvar=True,
-    default="127.0.0.1:9092",
-    show_default=True,
-    help="Kafka bootstrap servers.",
-)
-@click.option(
-    "--signing-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="PROXIMA_SIGNING_KEY",
-    show_envvar=True,
-    help="Key that signs new bundles.",
-)
+@nats_option("")
+@kafka_option
+@signing_key_option
 @click.option("--regions", default="", help="Regions to promote passing bundles to, e.g. eu,us.")
 @click.option(
     "--state-dir",

@@ -13,7 +13,8 @@ import nats.errors
 from aiokafka.errors import KafkaError
 
 from central.cli.errors import CommandError, reported_errors
-from central.kafka_settings import DEFAULT_BOOTSTRAP, KafkaSettings
+from central.cli.options import kafka_option, nats_option, signing_key_option
+from central.kafka_settings import KafkaSettings
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
 from protocol.bus import NatsSettings
@@ -29,31 +30,9 @@ log = logging.getLogger("proxima.central.trainer")
     is_flag=True,
     help="Consume the event topic and retrain continuously (the only mode for now).",
 )
-@click.option(
-    "--nats",
-    "nats_url",
-    envvar="PROXIMA_NATS_URL",
-    show_envvar=True,
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="NATS server URL(s), comma-separated: bundles and rollout records go there.",
-)
-@click.option(
-    "--kafka",
-    "kafka_bootstrap",
-    envvar="PROXIMA_KAFKA_BOOTSTRAP",
-    show_envvar=True,
-    default=DEFAULT_BOOTSTRAP,
-    show_default=True,
-    help="Kafka bootstrap servers, HOST:PORT comma-separated.",
-)
-@click.option(
-    "--signing-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="PROXIMA_SIGNING_KEY",
-    show_envvar=True,
-    help="Private key that signs the bundles (see 'proxima keys generate').",
-)
+@nats_option(": bundles and rollout records go there")
+@kafka_option
+@signing_key_option
 @click.option(
     "--regions",
     default="",
