@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -43,12 +44,16 @@ def shop_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def edge_bundle(tmp_path_factory: pytest.TempPathFactory, edge_keys: Keys, shop_log_path: Path) -> Path:
+def edge_bundle(
+    tmp_path_factory: pytest.TempPathFactory, edge_keys: Keys, shop_log_path: Path
+) -> Path:
     """A real bundle trained on a small synthetic shop log (one per test session)."""
     log, _ = read_log(shop_log_path, "csv")
     result = train_bundle(
-        log, TrainerConfig(folds=3, max_positions=2_000, max_validation_positions=300),
-        version=7, private_key_pem=edge_keys.private.read_bytes(),
+        log,
+        TrainerConfig(folds=3, max_positions=2_000, max_validation_positions=300),
+        version=7,
+        private_key_pem=edge_keys.private.read_bytes(),
     )
     path = tmp_path_factory.mktemp("bundle") / "shop.bundle"
     write_bundle_file(path, result.bundle)
@@ -62,8 +67,15 @@ class EdgeServer:
         self.settings = settings
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=settings.port, loop="asyncio", http="h11",
-            ws="websockets-sansio", lifespan="on", access_log=False, log_level="warning",
+            self.app,
+            host="127.0.0.1",
+            port=settings.port,
+            loop="asyncio",
+            http="h11",
+            ws="websockets-sansio",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -104,8 +116,12 @@ def edge_factory(tmp_path: Path, edge_keys: Keys, edge_bundle: Path) -> Iterator
     def start(**overrides: Any) -> EdgeServer:
         n = len(started)
         values: dict[str, Any] = {
-            "region": "eu", "node": f"n{n}", "public_key": edge_keys.public, "bundle": edge_bundle,
-            "port": pick_free_port(), "spool_dir": tmp_path / f"spool-{n}",
+            "region": "eu",
+            "node": f"n{n}",
+            "public_key": edge_keys.public,
+            "bundle": edge_bundle,
+            "port": pick_free_port(),
+            "spool_dir": tmp_path / f"spool-{n}",
         }
         values.update(overrides)
         server = EdgeServer(EdgeSettings.load(overrides=values)).start()
@@ -115,3 +131,23 @@ def edge_factory(tmp_path: Path, edge_keys: Keys, edge_bundle: Path) -> Iterator
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def edge(edge_factory: EdgeFactory) -> EdgeServer:
+    return edge_factory()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as http_client:
+        yield http_client
+
+
+def start_edge_without_bundle(edge_factory: EdgeFactory, tmp_path: Path) -> EdgeServer:
+    """An edge that follows a bus nobody serves, so no bundle ever arrives."""
+    return edge_factory(
+        bundle=None,
+        nats_url=f"nats://127.0.0.1:{pick_free_port()}",
+        bundle_cache_dir=tmp_path / "bundle-cache",
+    )

@@ -64,17 +64,6 @@ def spooled_events(edge: EdgeServer) -> list[Event]:
     return events
 
 
-@pytest.fixture
-def edge(edge_factory: EdgeFactory) -> EdgeServer:
-    return edge_factory()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as http_client:
-        yield http_client
-
-
 async def post_json(client: httpx.AsyncClient, edge: EdgeServer, body: Any) -> httpx.Response:
     return await client.post(f"{edge.url}/v1/events", content=json.dumps(body), headers=JSON)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,7 @@ from starlette.routing import Route
 
 from edge_node.app import ROUTES
 from edge_node.metrics import STAGES
-from tests.edge_node.conftest import EdgeFactory, EdgeServer
-from tests.servers import pick_free_port
+from tests.edge_node.conftest import EdgeFactory, EdgeServer, start_edge_without_bundle
 
 BUNDLE_VERSION = 7  # the version the edge_bundle fixture is trained as
 SEED_RULES = Path(__file__).resolve().parents[2] / "examples" / "rules" / "seed.yaml"
@@ -41,26 +39,6 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
         for sample in family.samples
         if sample.name == name
     ]
-
-
-def start_edge_without_bundle(edge_factory: EdgeFactory, tmp_path: Path) -> EdgeServer:
-    """An edge that follows a bus nobody serves, so no bundle ever arrives."""
-    return edge_factory(
-        bundle=None,
-        nats_url=f"nats://127.0.0.1:{pick_free_port()}",
-        bundle_cache_dir=tmp_path / "bundle-cache",
-    )
-
-
-@pytest.fixture
-def edge(edge_factory: EdgeFactory) -> EdgeServer:
-    return edge_factory()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as http_client:
-        yield http_client
 
 
 # -- health and readiness -----------------------------------------------------------------------

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -16,8 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.edge_node.conftest import EdgeFactory, EdgeServer
-from tests.servers import pick_free_port
+from tests.edge_node.conftest import EdgeFactory, EdgeServer, start_edge_without_bundle
 
 FRAME_WAIT_S = 10.0  # a guard against hanging, never an expectation
 POLL_INTERVAL_S = 0.01
@@ -70,26 +68,6 @@ async def wait_for_open_streams(edge: EdgeServer, expected: int) -> None:
     while edge.app.state.edge.streams.open_streams != expected:
         assert time.monotonic() < deadline, "the edge never released the streams"
         await asyncio.sleep(POLL_INTERVAL_S)
-
-
-def start_edge_without_bundle(edge_factory: EdgeFactory, tmp_path: Path) -> EdgeServer:
-    """An edge that follows a bus nobody serves, so no bundle ever arrives."""
-    return edge_factory(
-        bundle=None,
-        nats_url=f"nats://127.0.0.1:{pick_free_port()}",
-        bundle_cache_dir=tmp_path / "bundle-cache",
-    )
-
-
-@pytest.fixture
-def edge(edge_factory: EdgeFactory) -> EdgeServer:
-    return edge_factory()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as http_client:
-        yield http_client
 
 
 async def post_event(client: httpx.AsyncClient, edge: EdgeServer, event: dict[str, Any]) -> None:
