@@ -1,7 +1,8 @@
 """The rollout record: which bundle each region serves, as kept in the ``proxima-rollout`` KV.
 
 Key ``<region>``; value a JSON object ``{stable, canary, canary_percent, rules_version,
-step, updated_at}``. Edges watch their region's key, so a change is pushed, not polled.
+step, updated_at, shadow}`` (``shadow`` may be absent: false). Edges watch their region's
+key, so a change is pushed, not polled.
 Sessions are assigned to the canary by a stable hash of their id, so a session never
 flips between variants while the percentage holds.
 """
@@ -31,6 +32,7 @@ class RolloutState:
     rules_version: str | None = None
     step: int = 0
     updated_at: str = ""
+    shadow: bool = False  # score the canary on live requests without serving it
 
     def __post_init__(self) -> None:
         for name in ("stable", "canary"):
@@ -49,6 +51,12 @@ class RolloutState:
             raise RolloutError("rules_version must be a string or null", field="rules_version")
         if isinstance(self.step, bool) or not isinstance(self.step, int) or self.step < 0:
             raise RolloutError("step must be a non-negative integer", field="step")
+        if not isinstance(self.updated_at, str):
+            raise RolloutError("updated_at must be a string", field="updated_at")
+        if not isinstance(self.shadow, bool):
+            raise RolloutError("shadow must be true or false", field="shadow")
+        if self.shadow and self.canary is None:
+            raise RolloutError("shadow needs a canary version", field="shadow")
 
     def versions(self) -> set[int]:
         return {v for v in (self.stable, self.canary) if v is not None}
