@@ -38,8 +38,9 @@ from edge_node.routes import events, openapi, recommendations, status, stream
 from edge_node.routes.common import json_response
 from edge_node.rules import RulesError, RuleSet
 from edge_node.sessions import SessionStore
-from edge_node.state import EdgeState
+from edge_node.state import EdgeState, node_status
 from edge_node.streams import StreamHub
+from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink import Uplink
 from edge_node.uplink.publisher import EventPublisher
 from protocol.errors import ProtocolError
@@ -119,7 +120,14 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         models=models,
         sessions=sessions,
         uplink=Uplink.from_settings(settings),
-        recommender=Recommender(models, sessions, metrics, settings.node, prepared.rules),
+        recommender=Recommender(
+            models,
+            sessions,
+            metrics,
+            settings.node,
+            prepared.rules,
+            shadow_sample=settings.shadow_sample,
+        ),
         session_buckets=TokenBuckets(
             settings.session_rate, settings.session_burst, settings.rate_limit_keys
         ),
@@ -148,6 +156,14 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
             cache=BundleCache(settings.bundle_cache_dir),
             on_swap=swapped,
         )
+        state.telemetry_publisher = TelemetryPublisher(
+            state.recommender.telemetry,
+            nats,
+            region=settings.region,
+            node=settings.node,
+            status=lambda: node_status(state),
+            interval_s=settings.telemetry_interval_s,
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -157,11 +173,15 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
             await state.model_sync.start()
         if state.publisher is not None:
             await state.publisher.start()
+        if state.telemetry_publisher is not None:
+            await state.telemetry_publisher.start()
         try:
             yield
         finally:
             # The publisher drains what it can before the spool closes; what it cannot
             # stays in the spool for the next start.
+            if state.telemetry_publisher is not None:
+                await state.telemetry_publisher.close()
             if state.publisher is not None:
                 await state.publisher.close(settings.shutdown_timeout_s / 2)
             if state.model_sync is not None:
@@ -173,7 +193,10 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
 
     middleware = [
         Middleware(
-            RequestMetricsMiddleware, metrics=metrics, routes=frozenset(r.path for r in ROUTES)
+            RequestMetricsMiddleware,
+            metrics=metrics,
+            routes=frozenset(r.path for r in ROUTES),
+            telemetry=state.recommender.telemetry,
         ),
         Middleware(
             ClientRateLimitMiddleware,

@@ -70,7 +70,10 @@ class EdgeSettings:
     stream_queue: int = 8
     log_level: LogLevel = "info"
     access_log: bool = False
+    demo_page: bool = True  # GET /demo/: a storefront built on the proxima.js snippet
     shutdown_timeout_s: float = 10.0
+    telemetry_interval_s: float = 5.0  # how often node status goes to telemetry.<region>.<node>
+    shadow_sample: float = 1.0  # share of requests a shadow canary is scored on
 
     def __post_init__(self) -> None:
         for name in ("region", "node"):
@@ -97,7 +100,15 @@ class EdgeSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive", field=name)
-        for name in ("session_rate", "ip_rate", "spool_fsync_interval_s", "shutdown_timeout_s"):
+        if not 0.0 <= self.shadow_sample <= 1.0:
+            raise SettingsError("shadow_sample must be within 0..1", field="shadow_sample")
+        for name in (
+            "session_rate",
+            "ip_rate",
+            "spool_fsync_interval_s",
+            "shutdown_timeout_s",
+            "telemetry_interval_s",
+        ):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{name} must be positive", field=name)
         if self.port > 65535:
@@ -110,10 +121,15 @@ class EdgeSettings:
             return None
         try:
             return NatsSettings.from_url(
-                self.nats_url, name=f"proxima-edge-{self.region}-{self.node}", user=self.nats_user,
-                password=self.nats_password, token=self.nats_token,
-                credentials=self.nats_credentials, tls_ca=self.nats_tls_ca,
-                tls_cert=self.nats_tls_cert, tls_key=self.nats_tls_key,
+                self.nats_url,
+                name=f"proxima-edge-{self.region}-{self.node}",
+                user=self.nats_user,
+                password=self.nats_password,
+                token=self.nats_token,
+                credentials=self.nats_credentials,
+                tls_ca=self.nats_tls_ca,
+                tls_cert=self.nats_tls_cert,
+                tls_key=self.nats_tls_key,
             )
         except ProtocolError as exc:
             raise SettingsError(exc.message, field="nats_url") from exc

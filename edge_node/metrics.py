@@ -68,6 +68,40 @@ class EdgeMetrics:
             ["kind"],
             registry=r,
         )
+        self.variant_answers = Counter(
+            "proxima_edge_variant_answers_total",
+            "Recommendation answers by the variant that gave them",
+            ["variant"],
+            registry=r,
+        )
+        self.variant_errors = Counter(
+            "proxima_edge_variant_errors_total",
+            "Rankings that failed, by variant (a failed canary falls back to stable)",
+            ["variant"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "proxima_edge_feedback_total",
+            "Impression and click events tied to a recommendation, by the variant that gave it",
+            ["variant", "type"],
+            registry=r,
+        )
+        self.shadow_overlap = Histogram(
+            "proxima_edge_shadow_overlap",
+            "Share of the served top-k that a shadow canary also ranks in its top-k",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=r,
+        )
+        self.canary_version = Gauge(
+            "proxima_edge_canary_version",
+            "Version of the canary bundle held (0: none)",
+            registry=r,
+        )
+        self.canary_percent = Gauge(
+            "proxima_edge_canary_percent",
+            "Share of sessions the canary answers (0 in shadow mode)",
+            registry=r,
+        )
         self.rules_fired = Counter(
             "proxima_edge_rules_fired_total",
             "Rules whose condition held",

@@ -13,9 +13,10 @@ and the rollout is read afresh. ``models.stale`` is True from start until the ro
 been read over a live connection, and again whenever the connection is lost.
 
 A bundle that fails any check is refused (the store records why) and the current one stays;
-the same version is not fetched again unless its object in the store changes. Canary
-variants are not served yet: only ``stable`` is, but the whole record is kept in
-:attr:`ModelSync.status` for ``/v1/model``.
+the same version is not fetched again unless its object in the store changes. A canary
+named by the record is fetched and verified the same way and handed to the store with its
+share of sessions (or as a shadow); a promotion reuses the warm canary. Only stable
+bundles go to the disk cache, so a restart without NATS never starts on a canary.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from edge_node.bundle_cache import BundleCache
-from edge_node.model_store import ModelStore, Refusal
+from edge_node.model_store import Canary, ModelStore, Refusal
 from protocol.bundle import inspect_bundle
 from protocol.bus import NatsSettings
 from protocol.errors import ProtocolError
@@ -96,6 +97,7 @@ class ModelSync:
         self._rollout: RolloutState | None = None
         self._rollout_changed = asyncio.Event()
         self._refused: dict[int, str] = {}  # version -> digest of the refused object
+        self._canary_bytes: bytes | None = None  # cached once the canary is promoted
         self._refusals = 0
         self._last_error: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -283,11 +285,56 @@ class ModelSync:
                 delay = min(delay * 2, self.timing.fetch_retry_max_s)
 
     async def _apply(self, rollout: RolloutState | None) -> None:
-        version = rollout.stable if rollout is not None else None
+        if rollout is not None:
+            await self._apply_stable(rollout.stable)
+            await self._apply_canary(rollout)
+        self._confirm()
+
+    async def _apply_stable(self, version: int | None) -> None:
         served = self.models.current
         if version is None or (served is not None and served.version == version):
-            self._confirm()
             return
+        canary = self.models.canary
+        if canary is not None and canary.model.version == version and self._canary_bytes:
+            # A promotion: the canary is verified and warm already.
+            model, data = canary.model, self._canary_bytes
+            self.models.serve_stable(model, f"canary:{bundle_object_name(version)}")
+        else:
+            fetched = await self._fetch_verified(version)
+            if fetched is None:
+                return
+            model, data = fetched
+            self.models.serve_stable(model, f"nats:{bundle_object_name(version)}")
+        try:
+            await asyncio.to_thread(self.cache.store, version, data)
+        except OSError as exc:
+            self._note_error(f"cannot cache bundle {version}: {exc}")
+        if self.on_swap is not None:
+            self.on_swap(model)
+
+    async def _apply_canary(self, rollout: RolloutState) -> None:
+        version = rollout.canary
+        if version is None or (rollout.canary_percent == 0 and not rollout.shadow):
+            self.models.set_canary(None)
+            self._canary_bytes = None
+            return
+        held = self.models.canary
+        stable = self.models.current
+        if held is not None and held.model.version == version:
+            model = held.model
+        elif stable is not None and stable.version == version:
+            model = stable
+        else:
+            fetched = await self._fetch_verified(version)
+            if fetched is None:  # refused: every session stays on stable
+                self.models.set_canary(None)
+                self._canary_bytes = None
+                return
+            model, self._canary_bytes = fetched
+        self.models.set_canary(Canary(model, rollout.canary_percent, rollout.shadow))
+
+    async def _fetch_verified(self, version: int) -> tuple[ServingModel, bytes] | None:
+        """The bundle of ``version``, verified and warmed up; None when this edge refuses it."""
         client = self._client
         if client is None or not client.is_connected:
             raise _Retry(f"bundle {version} is wanted but NATS is not connected")
@@ -297,38 +344,29 @@ class ModelSync:
             if version in self._refused:
                 info = await store.get_info(name)
                 if info.digest == self._refused[version]:
-                    self._confirm()  # refused before, unchanged since: keep the current one
-                    return
+                    return None  # refused before, unchanged since
             buffer = io.BytesIO()
             fetched = await asyncio.wait_for(
                 store.get(name, writeinto=buffer), self.timing.fetch_timeout_s
             )
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             raise _Retry(f"cannot fetch {name} from {MODELS_BUCKET}: {exc!r}") from exc
-        await self._swap_in(version, buffer.getvalue(), fetched.info.digest or "")
-
-    async def _swap_in(self, version: int, data: bytes, digest: str) -> None:
-        source = f"nats:{bundle_object_name(version)}"
+        data = buffer.getvalue()
+        source = f"nats:{name}"
         try:
             self._check_version(data, version, source)
-            model = await asyncio.to_thread(self.models.load_bytes, data, source)
+            model = await asyncio.to_thread(self.models.verify, data, source)
         except Exception as exc:
             if not isinstance(exc, ProtocolError):  # the store records only its own checks
                 log.exception("bundle %d could not be loaded", version)
                 self._record_refusal(source, "load_failed", f"the bundle did not load: {exc!r}")
-            self._refused[version] = digest
+            self.models.remember_refused(version)
+            self._refused[version] = fetched.info.digest or ""
             self._refusals += 1
-            self._note_error(f"refused bundle {version}; keeping the current one: {exc}")
-            self._confirm()
-            return
+            self._note_error(f"refused bundle {version}; keeping what is served: {exc}")
+            return None
         self._refused.pop(version, None)
-        try:
-            await asyncio.to_thread(self.cache.store, version, data)
-        except OSError as exc:
-            self._note_error(f"cannot cache bundle {version}: {exc}")
-        self._confirm()
-        if self.on_swap is not None:
-            self.on_swap(model)
+        return model, data
 
     def _check_version(self, data: bytes, version: int, source: str) -> None:
         """Refuses an object whose manifest names another version than its object name."""
@@ -342,9 +380,7 @@ class ModelSync:
             raise ProtocolError(message, code="version_mismatch")
 
     def _record_refusal(self, source: str, code: str, message: str) -> None:
-        log.error("refused bundle from %s: %s [%s]", source, message, code)
-        self.models.refusals += 1
-        self.models.last_refusal = Refusal(source, code, message, time.time())
+        self.models.note_refusal(Refusal(source, code, message, time.time()))
 
     def _confirm(self) -> None:
         """The rollout was read and acted on: what is served is what the bus says, or the best

@@ -5,8 +5,11 @@ Shared by ``GET /v1/recommendations`` and the WebSocket push, so both answer ali
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,9 +22,13 @@ from edge_node.metrics import EdgeMetrics
 from edge_node.model_store import ModelStore
 from edge_node.rules import RuleRequest, RuleSet
 from edge_node.sessions import SessionStore
+from edge_node.telemetry import REQUEST_ID_SUFFIX, TelemetryRecorder
+from protocol.rollout import Variant
 from protocol.serving import ServingModel
 from protocol.tables import CandidateTables
 from protocol.window import SessionWindow
+
+log = logging.getLogger("proxima.edge.recommend")
 
 Scalar = str | int | float | bool | None
 
@@ -58,6 +65,12 @@ class Query:
 
 
 class Recommender:
+    """Answers with the session's variant; a canary that fails falls back to stable.
+
+    A shadow canary is scored after the answer has been handed over (``call_soon``), on a
+    sampled share of requests, and only its agreement with stable and its latency are kept.
+    """
+
     def __init__(
         self,
         models: ModelStore,
@@ -65,20 +78,26 @@ class Recommender:
         metrics: EdgeMetrics,
         node: str,
         rules: RuleSet | None = None,
+        *,
+        telemetry: TelemetryRecorder | None = None,
+        shadow_sample: float = 1.0,
     ) -> None:
         self.models = models
         self.sessions = sessions
         self.metrics = metrics
         self.rules = rules
+        self.telemetry = telemetry or TelemetryRecorder()
+        self.shadow_sample = shadow_sample
         self._catalog: tuple[ServingModel, TableCatalog] | None = None
         self._ids = itertools.count(1)
         self._id_prefix = f"{node}-{os.urandom(3).hex()}-"
+        self._random = random.Random()
 
-    def next_request_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):x}"
+    def next_request_id(self, variant: Variant = "stable") -> str:
+        return f"{self._id_prefix}{next(self._ids):x}{REQUEST_ID_SUFFIX[variant]}"
 
     async def answer(self, query: Query) -> dict[str, Any]:
-        model = self.models.current
+        model, variant = self.models.choose(query.session_id)
         if model is None:
             raise NotReady("no verified bundle is loaded yet", retry_after_s=1)
         clock = time.perf_counter
@@ -86,23 +105,39 @@ class Recommender:
         window = await self.sessions.get(query.session_id)
         windowed = clock()
         stage = self.metrics.stage
+        recorder = self.telemetry
         stage["window"].observe(windowed - started)
+        recorder.stage("window", windowed - started)
 
         now_ms = int(time.time() * 1000)
         if window is None:
             window = SessionWindow(query.session_id, model.window_config)
         rules = self.rules
         depth = max(query.k, 100) if rules is not None else query.k
-        ranking = model.rank(window, depth, now_ms)
+        try:
+            ranking = model.rank(window, depth, now_ms)
+        except Exception:
+            recorder.failed(variant, model.version)
+            self.metrics.variant_errors.labels(variant).inc()
+            stable = self.models.current
+            if variant != "canary" or stable is None:
+                raise
+            log.exception("canary bundle %d failed; answering with stable", model.version)
+            model, variant = stable, "stable"
+            ranking = model.rank(window, depth, now_ms)
         stage["candidates"].observe(ranking.candidates_s)
+        recorder.stage("candidates", ranking.candidates_s)
         if not ranking.cold:
             stage["features"].observe(ranking.features_s)
             stage["inference"].observe(ranking.inference_s)
+            recorder.stage("features", ranking.features_s)
+            recorder.stage("inference", ranking.inference_s)
 
         ruled = clock()
         item_ids = model.tables.item_ids
         names = [item_ids[i] for i in ranking.items.tolist()]
         scores = np.round(ranking.scores.astype(np.float64), 6).tolist()
+        self._maybe_shadow(window, names[: query.k], query.k, now_ms)
         fired: list[str] = []
         offers: list[dict[str, Any]] = []
         if rules is not None:
@@ -125,11 +160,16 @@ class Recommender:
         done = clock()
         stage["rules"].observe(done - ruled)
         stage["total"].observe(done - started)
+        recorder.stage("rules", done - ruled)
+        recorder.stage("total", done - started)
+        recorder.answered(variant, model.version, done - started)
+        self.metrics.variant_answers.labels(variant).inc()
         self.metrics.recommendations.labels("cold" if ranking.cold else "ranked").inc()
         return {
-            "request_id": self.next_request_id(),
+            "request_id": self.next_request_id(variant),
             "session_id": query.session_id,
             "model_version": model.version,
+            "variant": variant,
             "precision": model.precision,
             "items": [
                 {"item_id": name, "score": score}
@@ -140,6 +180,34 @@ class Recommender:
             "cold": ranking.cold,
             "stale": self.models.stale,
         }
+
+    def _maybe_shadow(self, window: SessionWindow, served: list[str], k: int, now_ms: int) -> None:
+        canary = self.models.canary
+        if canary is None or not canary.shadow or not served:
+            return
+        if self.shadow_sample < 1.0 and self._random.random() >= self.shadow_sample:
+            return
+        asyncio.get_running_loop().call_soon(
+            self._score_shadow, canary.model, window, served, k, now_ms
+        )
+
+    def _score_shadow(
+        self, model: ServingModel, window: SessionWindow, served: list[str], k: int, now_ms: int
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            ranking = model.rank(window, k, now_ms)
+        except Exception:
+            log.exception("shadow canary %d failed to rank", model.version)
+            self.telemetry.shadow_failed(model.version)
+            self.metrics.variant_errors.labels("shadow").inc()
+            return
+        elapsed = time.perf_counter() - started
+        item_ids = model.tables.item_ids
+        shadow_top = {item_ids[i] for i in ranking.items.tolist()}
+        overlap = len(shadow_top.intersection(served)) / len(served)
+        self.telemetry.shadow_scored(model.version, overlap, elapsed)
+        self.metrics.shadow_overlap.observe(overlap)
 
     def _catalog_for(self, model: ServingModel) -> TableCatalog:
         cached = self._catalog

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from edge_node.config import EdgeSettings
 from edge_node.metrics import EdgeMetrics
@@ -12,6 +13,7 @@ from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
 from edge_node.sessions import SessionStore
 from edge_node.streams import StreamHub
+from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink import Uplink
 from edge_node.uplink.publisher import EventPublisher
 
@@ -28,3 +30,27 @@ class EdgeState:
     streams: StreamHub
     model_sync: ModelSync | None = None
     publisher: EventPublisher | None = None
+    telemetry_publisher: TelemetryPublisher | None = None
+
+
+def node_status(state: EdgeState) -> dict[str, Any]:
+    """What this node serves and holds now, for telemetry and metrics."""
+    models = state.models
+    canary = models.canary
+    spool = state.uplink.spool
+    publisher = state.publisher
+    metrics = state.metrics
+    metrics.canary_version.set(canary.model.version if canary else 0)
+    metrics.canary_percent.set(canary.percent if canary and not canary.shadow else 0)
+    return {
+        "ready": models.current is not None,
+        "stale": models.stale,
+        "stable": models.current.version if models.current else None,
+        "canary": canary.model.version if canary else None,
+        "canary_percent": canary.percent if canary and not canary.shadow else 0,
+        "shadow": bool(canary and canary.shadow),
+        "refused": dict(models.refused_versions),
+        "spool_events": spool.pending_records,
+        "spool_bytes": spool.pending_bytes,
+        "publish_lag_s": publisher.status.lag_s if publisher is not None else 0.0,
+    }

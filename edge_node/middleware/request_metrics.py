@@ -1,17 +1,35 @@
-"""Counts HTTP answers by route and status (routes are a fixed set: no label explosion)."""
+"""Counts HTTP answers by route and status (routes are a fixed set: no label explosion).
+
+It also feeds telemetry: every answer's status, and the time from the request reaching the
+app to the last byte handed to the server for ``GET /v1/recommendations`` (the ``request``
+stage, the closest the edge gets to what a client measures).
+"""
 
 from __future__ import annotations
+
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_node.metrics import EdgeMetrics
+from edge_node.telemetry import TelemetryRecorder
+
+_TIMED_ROUTE = "/v1/recommendations"
 
 
 class RequestMetricsMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: EdgeMetrics, routes: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: EdgeMetrics,
+        routes: frozenset[str],
+        telemetry: TelemetryRecorder | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.telemetry = telemetry or TelemetryRecorder()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -20,6 +38,7 @@ class RequestMetricsMiddleware:
         path = scope["path"]
         route = path if path in self.routes else "other"
         status = 500
+        started = time.perf_counter()
 
         async def send_counting(message: Message) -> None:
             nonlocal status
@@ -31,3 +50,6 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_counting)
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
+            self.telemetry.http(status)
+            if route == _TIMED_ROUTE and status == 200:
+                self.telemetry.stage("request", time.perf_counter() - started)

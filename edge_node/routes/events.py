@@ -20,6 +20,7 @@ from edge_node.errors import (
 )
 from edge_node.routes.common import edge_state, json_response
 from edge_node.state import EdgeState
+from edge_node.telemetry import variant_of_request
 from edge_node.uplink import UplinkOverloadedError, UplinkUnavailableError
 from protocol.codec import Rejection, WireFormat, decode_body, encode_msgpack
 from protocol.errors import EventError
@@ -90,6 +91,14 @@ async def post_events(request: Request) -> Response:
         await state.sessions.saved(window)
         state.streams.notify(window.session_id)
 
+    recorder = state.recommender.telemetry
+    for event, _ in fresh:
+        if event.request_id is not None and event.type in ("impression", "click"):
+            recorder.feedback(event.type, event.request_id)
+            variant = variant_of_request(event.request_id)
+            if variant is not None:
+                state.metrics.feedback.labels(variant, event.type).inc()
+    recorder.counted_events(len(fresh), duplicates, len(rejections))
     metrics = state.metrics
     metrics.events_accepted.inc(len(fresh))
     metrics.events_duplicate.inc(duplicates)
