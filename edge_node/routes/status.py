@@ -50,6 +50,13 @@ async def model_info(request: Request) -> Response:
         "bundle": bundle,
         "stale": models.stale,
         "rules_version": state.recommender.rules.version if state.recommender.rules else None,
+        "canary": None
+        if models.canary is None
+        else {
+            "version": models.canary.model.version,
+            "percent": models.canary.percent,
+            "shadow": models.canary.shadow,
+        },
         "rollout": _rollout(state),
         "last_refusal": None
         if refusal is None
@@ -62,9 +69,10 @@ async def model_info(request: Request) -> Response:
     }
     if "session_id" in request.query_params:
         session_id = params.session_id(request.query_params)
-        rollout = state.model_sync.status.rollout if state.model_sync else None
+        chosen, variant = models.choose(session_id)
         body["session_id"] = session_id
-        body["variant"] = rollout.variant_of(session_id) if rollout else "stable"
+        body["variant"] = variant
+        body["variant_version"] = chosen.version if chosen is not None else None
     return json_response(body)
 
 

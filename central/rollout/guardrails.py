@@ -1,0 +1,169 @@
+"""Judging a rollout step from edge telemetry: advance, hold, roll back or complete.
+
+Pure: the figures come in as a :class:`~central.monitor.store.WindowSummary` of the
+region since the step began, so canary and stable are compared on the same region and
+the same time window. The rules:
+
+* any edge of the region refusing the bundle rolls it back at once;
+* the canary's failure rate (answers that failed and fell back to stable, over all it was
+  asked for) above ``max_error_rate`` rolls back, judged once it was asked
+  ``min(min_requests, 50)`` times;
+* its p99 answer time above ``max_p99_ms`` rolls back, judged once it gave
+  ``min(min_requests, 100)`` answers (in the shadow step: its ranking time);
+* CTR is compared as the ratio canary/stable with a Katz log-ratio confidence interval;
+  the rollout is rolled back when the whole interval lies below ``min_ctr_ratio``, that is
+  when the canary is worse than allowed with the plan's confidence, not on a raw ratio;
+* a step advances when its interval has passed and the canary gave ``min_requests``
+  answers; otherwise it holds. The last step completes the rollout the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Literal
+
+from central.monitor.store import WindowSummary
+from central.rollout.plan import RolloutPlan
+
+Action = Literal["advance", "hold", "rollback", "complete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RatioInterval:
+    ratio: float
+    low: float
+    high: float
+
+
+def ctr_ratio_interval(
+    clicks_canary: int,
+    impressions_canary: int,
+    clicks_stable: int,
+    impressions_stable: int,
+    confidence: float,
+) -> RatioInterval | None:
+    """Katz's interval for the ratio of two proportions (0.5 added to empty click counts)."""
+    if impressions_canary <= 0 or impressions_stable <= 0:
+        return None
+    x1 = min(max(clicks_canary, 0.5), impressions_canary)
+    x2 = min(max(clicks_stable, 0.5), impressions_stable)
+    n1, n2 = impressions_canary, impressions_stable
+    log_ratio = math.log((x1 / n1) / (x2 / n2))
+    se = math.sqrt(max(1 / x1 - 1 / n1 + 1 / x2 - 1 / n2, 0.0))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return RatioInterval(
+        math.exp(log_ratio), math.exp(log_ratio - z * se), math.exp(log_ratio + z * se)
+    )
+
+
+def judge(plan: RolloutPlan, window: WindowSummary, now: float) -> Verdict:
+    rails = plan.guardrails
+    figures: dict[str, Any] = {"nodes": len(window.nodes), "window_s": round(window.span_s, 1)}
+    refused = window.refusals(plan.version)
+    if refused:
+        node, refusal = refused[0]
+        return Verdict(
+            "rollback",
+            f"bundle {plan.version} refused by {len(refused)} edge(s), e.g. {node}: "
+            f"{refusal.message} [{refusal.code}]",
+            figures | {"refused_by": sorted(n for n, _ in refused)},
+        )
+    if plan.in_shadow:
+        shadow = window.shadow(plan.version)
+        answers, failures, latency = shadow.requests - shadow.errors, shadow.errors, shadow.latency
+        overlap = shadow.mean_overlap()
+        figures["overlap_at_k"] = None if overlap is None else round(overlap, 4)
+    else:
+        canary = window.variant("canary", plan.version)
+        answers, failures, latency = canary.requests, canary.errors, canary.latency
+    attempts = answers + failures
+    p99 = latency.quantile(0.99)
+    figures |= {
+        "canary_answers": answers,
+        "canary_failures": failures,
+        "canary_p99_ms": None if p99 is None else round(p99 * 1000, 3),
+    }
+    if rails.max_error_rate is not None and attempts >= max(1, min(rails.min_requests, 50)):
+        rate = failures / attempts
+        figures["canary_error_rate"] = round(rate, 5)
+        if rate > rails.max_error_rate:
+            return Verdict(
+                "rollback",
+                f"canary error rate {rate:.2%} over {attempts} requests is above "
+                f"the allowed {rails.max_error_rate:.2%}",
+                figures,
+            )
+    if (
+        rails.max_p99_ms is not None
+        and p99 is not None
+        and answers >= max(1, min(rails.min_requests, 100))
+        and p99 * 1000 > rails.max_p99_ms
+    ):
+        return Verdict(
+            "rollback",
+            f"canary p99 {p99 * 1000:.2f} ms over {answers} answers is above "
+            f"the allowed {rails.max_p99_ms:g} ms",
+            figures,
+        )
+    ctr_verdict = _judge_ctr(plan, window, figures)
+    if ctr_verdict is not None:
+        return ctr_verdict
+    if now - plan.step_started_at < plan.interval_s:
+        return Verdict("hold", "step in progress", figures)
+    if answers < rails.min_requests:
+        return Verdict(
+            "hold",
+            f"waiting for traffic: {answers} of {rails.min_requests} canary answers",
+            figures,
+        )
+    if plan.last_step:
+        return Verdict("complete", "every step held its guardrails", figures)
+    return Verdict("advance", "guardrails held for the whole step", figures)
+
+
+def _judge_ctr(plan: RolloutPlan, window: WindowSummary, figures: dict[str, Any]) -> Verdict | None:
+    rails = plan.guardrails
+    if plan.in_shadow or rails.min_ctr_ratio is None:
+        return None
+    canary = window.variant("canary", plan.version)
+    stable = window.variant("stable")
+    figures |= {
+        "canary_ctr": _rate(canary.clicks, canary.impressions),
+        "stable_ctr": _rate(stable.clicks, stable.impressions),
+        "canary_impressions": canary.impressions,
+        "stable_impressions": stable.impressions,
+    }
+    if min(canary.impressions, stable.impressions) < max(rails.min_impressions, 1):
+        return None  # too little to judge yet (and at 100% there is no stable to compare)
+    interval = ctr_ratio_interval(
+        canary.clicks, canary.impressions, stable.clicks, stable.impressions, rails.confidence
+    )
+    if interval is None:
+        return None
+    figures["ctr_ratio"] = [
+        round(interval.low, 4),
+        round(interval.ratio, 4),
+        round(interval.high, 4),
+    ]
+    if interval.high < rails.min_ctr_ratio:
+        return Verdict(
+            "rollback",
+            f"canary CTR is {interval.ratio:.2f}x stable's (at {rails.confidence:.0%} "
+            f"confidence at most {interval.high:.2f}x), below the allowed "
+            f"{rails.min_ctr_ratio:g}x",
+            figures,
+        )
+    return None
+
+
+def _rate(clicks: int, impressions: int) -> float | None:
+    return round(clicks / impressions, 5) if impressions else None

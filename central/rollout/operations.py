@@ -1,0 +1,170 @@
+"""What an operator does to rollouts: start, pause, resume, abort, roll back.
+
+Each operation changes the region's plan by compare-and-set, writes the region's rollout
+record when what edges serve changes, and audits the decision. The controller does the
+walking; these only start, stop and steer it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
+
+from central.rollout.plan import Decision, Guardrails, RolloutPlan, RolloutPlanError
+from central.rollout.store import apply_edge_record, audit, change_plan, read_edge_record
+from protocol.subjects import MODELS_BUCKET, bundle_object_name, check_token
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRequest:
+    version: int
+    regions: tuple[str, ...]
+    steps: tuple[int, ...]
+    interval_s: float
+    guardrails: Guardrails
+    shadow: bool = False
+
+
+async def start_rollout(js: JetStreamContext, request: RolloutRequest) -> list[RolloutPlan]:
+    """Starts one plan per region; refuses before writing anything if any region cannot."""
+    await _check_bundle_exists(js, request.version)
+    now = time.time()
+    drafts = []
+    for region in request.regions:
+        check_token(region, "region")
+        record, _ = await read_edge_record(js, region)
+        if record is None or record.stable is None:
+            raise RolloutPlanError(
+                f"region {region} serves no stable bundle yet; a canary needs one to be "
+                "compared with (promote the first bundle directly)"
+            )
+        if record.stable == request.version:
+            raise RolloutPlanError(f"bundle {request.version} is already stable in {region}")
+        drafts.append(
+            RolloutPlan(
+                region=region,
+                version=request.version,
+                steps=request.steps,
+                shadow=request.shadow,
+                interval_s=request.interval_s,
+                guardrails=request.guardrails,
+                previous_stable=record.stable,
+                step_started_at=now,
+                created_at=now,
+            )
+        )
+    started = []
+    for draft in drafts:
+        decision = Decision(now, "start", 0, draft.percent, draft.in_shadow, "started by operator")
+
+        async def begin(
+            current: RolloutPlan | None, draft: RolloutPlan = draft, decision: Decision = decision
+        ) -> RolloutPlan:
+            if current is not None and current.active:
+                raise RolloutPlanError(
+                    f"bundle {current.version} is being rolled out in {current.region} "
+                    f"({current.status}); abort it first"
+                )
+            return draft.decided(decision)
+
+        plan = await change_plan(js, draft.region, begin)
+        assert plan is not None
+        await apply_edge_record(js, plan)
+        await audit(js, plan, decision)
+        started.append(plan)
+    return started
+
+
+async def pause(js: JetStreamContext, region: str) -> RolloutPlan:
+    return await _steer(js, region, "pause", ("running",), "paused by operator", "paused")
+
+
+async def resume(js: JetStreamContext, region: str) -> RolloutPlan:
+    return await _steer(js, region, "resume", ("paused",), "resumed by operator", "running")
+
+
+async def abort(js: JetStreamContext, region: str) -> RolloutPlan:
+    return await _steer(
+        js, region, "abort", ("running", "paused"), "aborted by operator", "aborted"
+    )
+
+
+async def rollback(js: JetStreamContext, region: str) -> RolloutPlan:
+    """Withdraws an active canary, or brings back the stable bundle a completed rollout
+    replaced."""
+
+    async def roll_back(current: RolloutPlan | None) -> RolloutPlan:
+        if current is None:
+            raise RolloutPlanError(f"region {region} has no rollout to roll back")
+        record, _ = await read_edge_record(js, region)
+        now = time.time()
+        if current.active:
+            reason = "rolled back by operator"
+        elif current.status == "completed" and record is not None:
+            if record.stable != current.version:
+                raise RolloutPlanError(
+                    f"region {region} serves bundle {record.stable}, not {current.version} "
+                    "that its last rollout made stable; nothing to roll back"
+                )
+            if current.previous_stable is None:
+                raise RolloutPlanError(f"no earlier stable bundle is known for {region}")
+            reason = f"rolled back by operator to bundle {current.previous_stable}"
+        else:
+            raise RolloutPlanError(
+                f"the last rollout in {region} is {current.status.replace('_', ' ')}; "
+                "nothing to roll back"
+            )
+        decision = Decision(now, "rollback", current.step, current.percent, False, reason)
+        return current.decided(decision, status="rolled_back", reason=reason)
+
+    plan = await change_plan(js, check_token(region, "region"), roll_back)
+    assert plan is not None
+    await apply_edge_record(js, plan)
+    await audit(js, plan, plan.decisions[-1])
+    return plan
+
+
+async def _steer(
+    js: JetStreamContext,
+    region: str,
+    action: str,
+    allowed: Iterable[str],
+    reason: str,
+    status: str,
+) -> RolloutPlan:
+    allowed = tuple(allowed)
+
+    async def steer(current: RolloutPlan | None) -> RolloutPlan:
+        if current is None:
+            raise RolloutPlanError(f"region {region} has no rollout")
+        if current.status not in allowed:
+            raise RolloutPlanError(
+                f"the rollout of bundle {current.version} in {region} is {current.status}; "
+                f"cannot {action} it"
+            )
+        now = time.time()
+        changed = replace(current, status=status)  # type: ignore[arg-type]
+        if action == "resume":  # the step's clock starts again
+            changed = replace(changed, step_started_at=now)
+        decision = Decision(now, action, current.step, current.percent, current.in_shadow, reason)
+        return changed.decided(decision, reason=reason if status == "aborted" else current.reason)
+
+    plan = await change_plan(js, check_token(region, "region"), steer)
+    assert plan is not None
+    if action == "abort":
+        await apply_edge_record(js, plan)
+    await audit(js, plan, plan.decisions[-1])
+    return plan
+
+
+async def _check_bundle_exists(js: JetStreamContext, version: int) -> None:
+    name = bundle_object_name(version)
+    try:
+        store = await js.object_store(MODELS_BUCKET)
+        await store.get_info(name)
+    except (BucketNotFoundError, ObjectNotFoundError) as exc:
+        raise RolloutPlanError(f"{MODELS_BUCKET} holds no {name}; publish it first") from exc
