@@ -73,6 +73,8 @@ class RolloutController:
 
     async def _step(self, region: str, plan: RolloutPlan) -> None:
         now = self.clock()
+        if now <= plan.step_started_at:  # started by a clock ahead of this one: wait for it
+            return
         window = self.telemetry.window(region, since=plan.step_started_at, until=now)
         verdict = judge(plan, window, now)
         if verdict.action == "hold" or (plan.status == "paused" and verdict.action != "rollback"):
