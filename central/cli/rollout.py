@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -22,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import nats_option
+from central.cli.options import Duration, nats_option
 from central.rollout.operations import (
     RolloutRequest,
     abort,
@@ -37,22 +36,6 @@ from protocol.bus import NatsSettings
 from protocol.subjects import check_token
 
 T = TypeVar("T")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-class Duration(click.ParamType):  # type: ignore[type-arg]
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        match = _DURATION.fullmatch(str(value).strip())
-        if match is None or float(match.group(1)) <= 0:
-            self.fail(f"{value!r} is not a duration such as 90s, 10m or 1h", param, ctx)
-        return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _regions(text: str | None) -> tuple[str, ...]:

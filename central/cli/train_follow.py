@@ -7,13 +7,20 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 import nats.errors
 from aiokafka.errors import KafkaError
 
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import kafka_option, nats_option, signing_key_option
+from central.cli.options import (
+    canary_options,
+    kafka_option,
+    nats_option,
+    rollout_policy,
+    signing_key_option,
+)
 from central.kafka_settings import KafkaSettings
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
@@ -68,6 +75,7 @@ log = logging.getLogger("proxima.central.trainer")
     help="Do not train on fewer events than this.",
 )
 @click.option("--topic", default=KAFKA_EVENTS_TOPIC, show_default=True, help="Kafka topic.")
+@canary_options
 def train_follow(
     follow: bool,
     nats_url: str,
@@ -79,6 +87,7 @@ def train_follow(
     retrain_interval: float,
     min_events: int,
     topic: str,
+    **canary: Any,
 ) -> None:
     """Keep a recent event log from Kafka, retrain on it, and publish bundles that pass the
     gate against the stable bundle; each retrain is logged with its events, time, metrics,
@@ -114,6 +123,7 @@ def train_follow(
             retrain_interval_s=retrain_interval,
             min_events=min_events,
             trainer=TrainerConfig(),
+            rollout=rollout_policy(canary),
         )
         try:
             asyncio.run(_serve(TrainerService(config)))

@@ -16,6 +16,7 @@ from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 
 from central.rollout.plan import Decision, Guardrails, RolloutPlan, RolloutPlanError
 from central.rollout.store import apply_edge_record, audit, change_plan, read_edge_record
+from central.trainer.publish import promote_regions
 from protocol.subjects import MODELS_BUCKET, bundle_object_name, check_token
 
 
@@ -77,6 +78,41 @@ async def start_rollout(js: JetStreamContext, request: RolloutRequest) -> list[R
         await audit(js, plan, decision)
         started.append(plan)
     return started
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPolicy:
+    """How the trainer rolls out each bundle it publishes, instead of promoting it."""
+
+    steps: tuple[int, ...]
+    interval_s: float
+    guardrails: Guardrails
+    shadow: bool = False
+
+
+async def roll_out_new_bundle(
+    js: JetStreamContext, version: int, regions: Iterable[str], policy: RolloutPolicy
+) -> dict[str, str]:
+    """Starts ``policy``'s rollout in every region that has a stable bundle to compare with;
+    a region without one gets ``version`` promoted, and one already rolling out is left
+    alone. Returns what happened per region."""
+    outcome: dict[str, str] = {}
+    for region in regions:
+        record, _ = await read_edge_record(js, region)
+        if record is None or record.stable is None:
+            await promote_regions(js, version, (region,))
+            outcome[region] = "promoted (no stable bundle to compare with)"
+            continue
+        request = RolloutRequest(
+            version, (region,), policy.steps, policy.interval_s, policy.guardrails, policy.shadow
+        )
+        try:
+            await start_rollout(js, request)
+        except RolloutPlanError as exc:
+            outcome[region] = f"not rolled out: {exc}"
+            continue
+        outcome[region] = "rollout started"
+    return outcome
 
 
 async def pause(js: JetStreamContext, region: str) -> RolloutPlan:

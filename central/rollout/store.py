@@ -22,6 +22,7 @@ from nats.js.errors import (
     BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoStreamResponseError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
@@ -125,7 +126,12 @@ async def change_plan(js: JetStreamContext, region: str, change: Change) -> Roll
 
 async def audit(js: JetStreamContext, plan: RolloutPlan, decision: Decision) -> None:
     entry = {"region": plan.region, "version": plan.version} | asdict(decision)
-    await js.publish(audit_subject(plan.region), json.dumps(entry).encode())
+    data = json.dumps(entry).encode()
+    try:
+        await js.publish(audit_subject(plan.region), data)
+    except NoStreamResponseError:  # the first decision on this bus: make the stream
+        await ensure_audit_stream(js)
+        await js.publish(audit_subject(plan.region), data)
 
 
 async def audit_entries(

@@ -21,6 +21,7 @@ from typing import Any
 from nats.js.client import JetStreamContext
 
 from central.errors import CentralError
+from central.rollout.operations import RolloutPolicy, roll_out_new_bundle
 from central.trainer.eventcolumns import StoredEvents
 from central.trainer.gate import GateResult, compare_with_stable
 from central.trainer.pipeline import TrainerConfig, train_bundle
@@ -49,6 +50,7 @@ class RetrainSettings:
     max_hr_loss: float
     keep_bundles: int
     buckets: Buckets
+    rollout: RolloutPolicy | None = None  # None: promote each passing bundle at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,12 @@ async def retrain(
         await publish_bundle(
             js, result.bundle, version, buckets=settings.buckets, keep=settings.keep_bundles
         )
-        if settings.regions:
+        if settings.regions and settings.rollout is not None:
+            rolled = await roll_out_new_bundle(js, version, settings.regions, settings.rollout)
+            for region, what in rolled.items():
+                log.info("bundle %d in %s: %s", version, region, what)
+            promoted = tuple(r for r, what in rolled.items() if what.startswith("promoted"))
+        elif settings.regions:
             await promote_regions(js, version, settings.regions, buckets=settings.buckets)
             promoted = settings.regions
     return RetrainReport(

@@ -35,6 +35,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 
 from central.kafka_settings import KafkaSettings
+from central.rollout.operations import RolloutPolicy
 from central.trainer.eventfiles import write_atomically
 from central.trainer.eventstore import EventStore, StoreLimits
 from central.trainer.gate import MAX_HR_LOSS
@@ -63,6 +64,7 @@ class TrainerServiceConfig:
     state_dir: Path
     private_key_pem: bytes
     regions: tuple[str, ...] = ()  # promoted to each new bundle; none: publish only
+    rollout: RolloutPolicy | None = None  # roll new bundles out in steps instead
     retrain_events: int = 50_000
     retrain_interval_s: float = 6 * 3600.0
     min_events: int = 10_000
@@ -125,6 +127,7 @@ class TrainerService:
             trainer=config.trainer,
             private_key_pem=config.private_key_pem,
             regions=config.regions,
+            rollout=config.rollout,
             max_hr_loss=config.max_hr_loss,
             keep_bundles=config.keep_bundles,
             buckets=config.buckets,
