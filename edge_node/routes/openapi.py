@@ -154,6 +154,57 @@ SCHEMA: dict[str, Any] = {
         "/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": {"description": "schema"}}}
         },
+        "/sdk/v1/proxima.js": {
+            "get": {
+                "summary": "The browser snippet (docs/snippet.md); immutable, ETag, 304",
+                "responses": {
+                    "200": {"description": "JavaScript", "content": {"text/javascript": {}}},
+                    "304": {"description": "Not modified (If-None-Match)"},
+                },
+            }
+        },
+        **{
+            path: {
+                "get": {
+                    "summary": f"Demo storefront file ({media}); setting demo_page",
+                    "responses": {
+                        "200": {"description": media, "content": {media: {}}},
+                        "304": {"description": "Not modified (If-None-Match)"},
+                        "404": {"description": "demo_page is off"},
+                    },
+                }
+            }
+            for path, media in (
+                ("/demo/", "text/html"),
+                ("/demo/storefront.css", "text/css"),
+                ("/demo/storefront.js", "text/javascript"),
+            )
+        },
+        "/demo/items.json": {
+            "get": {
+                "summary": "Category and price of the demo storefront's items",
+                "parameters": [
+                    _query(
+                        "ids",
+                        {"type": "string"},
+                        True,
+                        "comma-separated item ids, at most 100; unknown ids are left out",
+                    )
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Items of the loaded bundle",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/DemoItems"}
+                            }
+                        },
+                    },
+                    **_error_responses(400, 503),
+                    "404": {"description": "demo_page is off"},
+                },
+            }
+        },
     },
     "components": {
         "schemas": {
@@ -179,6 +230,23 @@ SCHEMA: dict[str, Any] = {
                     "duplicate": {"type": "integer"},
                     "rejected": {"type": "integer"},
                     "rejections": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+            "DemoItems": {
+                "type": "object",
+                "properties": {
+                    "model_version": {"type": "integer"},
+                    "items": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "item_id": {"type": "string"},
+                                "category": {"type": ["string", "null"]},
+                                "price": {"type": ["number", "null"]},
+                            },
+                        },
+                    },
                 },
             },
             "Recommendations": {
