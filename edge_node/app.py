@@ -34,7 +34,7 @@ from edge_node.model_store import ModelStore
 from edge_node.model_sync import ModelSync
 from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
-from edge_node.routes import events, openapi, recommendations, status, stream
+from edge_node.routes import assets, events, openapi, recommendations, status, stream
 from edge_node.routes.common import json_response
 from edge_node.rules import RulesError, RuleSet
 from edge_node.sessions import SessionStore
@@ -59,6 +59,11 @@ ROUTES = (
     Route("/readyz", status.readyz, methods=["GET"]),
     Route("/metrics", status.metrics, methods=["GET"]),
     Route("/openapi.json", openapi.openapi, methods=["GET"]),
+    Route(assets.SNIPPET_PATH, assets.snippet, methods=["GET"]),
+    Route("/demo/", assets.demo_file, methods=["GET"]),
+    Route("/demo/storefront.css", assets.demo_file, methods=["GET"]),
+    Route("/demo/storefront.js", assets.demo_file, methods=["GET"]),
+    Route("/demo/items.json", assets.demo_items, methods=["GET"]),
 )
 
 
