@@ -253,9 +253,14 @@ SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "required": ["request_id", "model_version", "items"],
                 "properties": {
-                    "request_id": {"type": "string"},
+                    "request_id": {
+                        "type": "string",
+                        "description": "Ends in .s or .c, the variant that answered; send it "
+                        "back on impression and click events.",
+                    },
                     "session_id": {"type": "string"},
                     "model_version": {"type": "integer"},
+                    "variant": {"type": "string", "enum": ["stable", "canary"]},
                     "precision": {"type": "string"},
                     "items": {
                         "type": "array",
