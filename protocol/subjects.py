@@ -19,6 +19,8 @@ RULES_BUCKET: Final = "proxima-rules"
 KAFKA_EVENTS_TOPIC: Final = "proxima.events"
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 DUPLICATE_WINDOW_S: Final = 120.0
+TELEMETRY_SUBJECTS: Final = "telemetry.>"
+MONITOR_REQUEST_SUBJECT: Final = "proxima.monitor.latency"  # request/reply: ask the monitor
 
 _TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -1,0 +1,362 @@
+"""The monitor's memory: each node's recent telemetry reports, and what they add up to.
+
+Pure bookkeeping, no I/O, no locks: one event loop feeds it and reads it (the monitor's
+NATS subscription, its metrics and request handlers, a rollout controller in the same
+process).
+
+Reports carry counts for their own interval only, so any set of them adds up by plain
+summation, and their latency histograms share one bucket layout, so they merge exactly:
+a window over a region is the merge of every report its nodes sent inside it. A report
+belongs to the window (since, until] when its ``sent_at_ms / 1000`` does; that is the
+edge's clock. Whether a node is silent, and how long a report is kept, go by the time the
+report was *received* (this process's clock), so an edge with a wrong clock still shows
+up as alive or silent correctly.
+
+Bounds: a node keeps the reports received within ``retention_s`` (and at most one per
+half second of it, against a node that floods); a node not heard from for ``retention_s``
+is forgotten; past ``max_nodes`` the node heard from least recently is evicted. A report
+with all stages is about 5 KB in memory, so 100 nodes at the default 15 minutes hold
+about 90 MB.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from central.monitor.errors import MonitorQueryError, MonitorSettingsError
+from protocol.telemetry import (
+    STAGES,
+    TELEMETRY_INTERVAL_S,
+    VARIANTS,
+    LatencyHistogram,
+    Refused,
+    ShadowStats,
+    TelemetryReport,
+    VariantStats,
+)
+
+_MIN_SPACING_S: Final = 0.5  # a node's history holds at most one report per this long
+
+NodeKey = tuple[str, str]  # (region, node)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A node as its latest report describes it."""
+
+    region: str
+    node: str
+    last_seen: float  # unix seconds when its latest report was received
+    silent: bool  # nothing received for longer than the store's ``silent_after_s``
+    stale: bool  # the node itself says it serves a bundle it could not confirm with the bus
+    ready: bool
+    stable: int | None
+    canary: int | None
+    canary_percent: int
+    shadow: bool
+    refused: tuple[Refused, ...]
+    spool_events: int
+    restarted: bool  # it restarted (new started_at_ms, or seq went back) within the retention
+
+
+@dataclass(slots=True)
+class WindowSummary:
+    """Everything a region (or one of its nodes) reported in (since, until], merged."""
+
+    region: str
+    node: str | None  # None: every node of the region
+    since: float
+    until: float
+    reports: int
+    nodes: tuple[str, ...]  # the nodes with at least one report in the window
+    span_s: float  # seconds covered: the union of the reports' intervals
+    requests: int
+    errors: int
+    overloaded: int
+    stages: dict[str, LatencyHistogram]
+    events: dict[str, int]
+    _reports: tuple[TelemetryReport, ...] = field(default=(), repr=False, compare=False)
+
+    def variant(self, name: str, version: int | None = None) -> VariantStats:
+        """``name``'s stats merged over the window; with ``version``, only the intervals in
+        which that variant was that version. ``version`` of the result is the one asked for,
+        else the single version seen, else None."""
+        if name not in VARIANTS:
+            raise MonitorQueryError(f"unknown variant {name!r:.40}", field="variant")
+        merged = VariantStats(version=version)
+        seen: set[int | None] = set()
+        for report in self._reports:
+            stats = report.variants.get(name)
+            if stats is None or (version is not None and stats.version != version):
+                continue
+            merged.merge(stats)
+            seen.add(stats.version)
+        if version is None and len(seen) == 1:
+            merged.version = seen.pop()
+        return merged
+
+    def shadow(self, version: int | None = None) -> ShadowStats:
+        """The shadow canary's stats merged over the window (only ``version``'s, if given)."""
+        merged = ShadowStats(version=version)
+        seen: set[int | None] = set()
+        for report in self._reports:
+            stats = report.shadow_stats
+            if stats is None or (version is not None and stats.version != version):
+                continue
+            merged.merge(stats)
+            seen.add(stats.version)
+        if version is None and len(seen) == 1:
+            merged.version = seen.pop()
+        return merged
+
+    def refusals(self, version: int | None = None) -> list[tuple[str, Refused]]:
+        """(node, refusal) for each node whose latest report in the window lists ``version``
+        (any version, if None) as refused."""
+        latest: dict[str, TelemetryReport] = {}
+        for report in self._reports:
+            held = latest.get(report.node)
+            if held is None or _order(report) >= _order(held):
+                latest[report.node] = report
+        return [
+            (node, refusal)
+            for node, report in sorted(latest.items())
+            for refusal in report.refused
+            if version is None or refusal.version == version
+        ]
+
+    def quantile(self, stage: str, q: float) -> float | None:
+        """The ``q`` quantile of ``stage`` in seconds; None when nothing was measured."""
+        _check_stage(stage)
+        if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 <= q <= 1.0:
+            raise MonitorQueryError(f"quantile must be within 0..1, got {q!r:.20}", field="q")
+        histogram = self.stages.get(stage)
+        return histogram.quantile(q) if histogram is not None else None
+
+    def request_rate(self) -> float:
+        """HTTP requests per second over the seconds the reports cover."""
+        return self.requests / self.span_s if self.span_s > 0 else 0.0
+
+    def error_rate(self) -> float | None:
+        """Share of HTTP requests answered 5xx; None without requests."""
+        return self.errors / self.requests if self.requests else None
+
+
+class _History:
+    __slots__ = ("keys", "last_seen", "latest", "received", "restarted_at")
+
+    def __init__(self, report: TelemetryReport, received_at: float, maxlen: int) -> None:
+        self.latest = report
+        self.last_seen = received_at
+        self.received: deque[tuple[float, TelemetryReport]] = deque(maxlen=maxlen)
+        self.keys: set[tuple[int, int]] = set()  # (started_at_ms, seq) of what is held
+        self.restarted_at: float | None = None
+
+
+class TelemetryStore:
+    def __init__(
+        self,
+        *,
+        retention_s: float = 900.0,
+        silent_after_s: float = 3 * TELEMETRY_INTERVAL_S,
+        max_nodes: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not (math.isfinite(retention_s) and retention_s > 0):
+            raise MonitorSettingsError("retention_s must be positive", field="retention_s")
+        if not (math.isfinite(silent_after_s) and silent_after_s > 0):
+            raise MonitorSettingsError("silent_after_s must be positive", field="silent_after_s")
+        if max_nodes < 1:
+            raise MonitorSettingsError("max_nodes must be at least 1", field="max_nodes")
+        self.retention_s = retention_s
+        self.silent_after_s = silent_after_s
+        self.max_nodes = max_nodes
+        self._clock = clock
+        self._maxlen = max(16, math.ceil(retention_s / _MIN_SPACING_S))
+        self._recency: OrderedDict[NodeKey, _History] = OrderedDict()  # least recent first
+        self._by_region: dict[str, dict[str, _History]] = {}
+        self.duplicates = 0  # reports dropped because the same (start, seq) was held
+        self.evicted = 0  # nodes dropped to stay within max_nodes
+
+    def add(self, report: TelemetryReport, *, received_at: float | None = None) -> None:
+        now = self._clock()
+        received = now if received_at is None else received_at
+        key = (report.region, report.node)
+        history = self._recency.get(key)
+        if history is None:
+            self._forget_silent(now)
+            while len(self._recency) >= self.max_nodes:
+                self._drop(next(iter(self._recency)))
+                self.evicted += 1
+            history = _History(report, received, self._maxlen)
+            self._recency[key] = history
+            self._by_region.setdefault(report.region, {})[report.node] = history
+        else:
+            if (report.started_at_ms, report.seq) in history.keys:
+                self.duplicates += 1
+                return
+            held = history.latest
+            if report.started_at_ms != held.started_at_ms or report.seq < held.seq:
+                history.restarted_at = received
+            history.latest = report
+            history.last_seen = max(history.last_seen, received)
+            self._recency.move_to_end(key)
+        if len(history.received) == history.received.maxlen:
+            history.keys.discard(_identity(history.received[0][1]))
+        history.received.append((received, report))
+        history.keys.add(_identity(report))
+        self._trim(history, now)
+
+    def regions(self) -> list[str]:
+        self._forget_silent(self._clock())
+        return sorted(self._by_region)
+
+    def nodes(self, region: str | None = None) -> list[NodeStatus]:
+        now = self._clock()
+        self._forget_silent(now)
+        return [self._status(history, now) for history in self._histories(region)]
+
+    def latest_report(self, region: str, node: str) -> TelemetryReport | None:
+        history = self._by_region.get(region, {}).get(node)
+        return history.latest if history is not None else None
+
+    def window(
+        self, region: str, since: float, until: float | None = None, *, node: str | None = None
+    ) -> WindowSummary:
+        now = self._clock()
+        end = now if until is None else until
+        for name, value in (("since", since), ("until", end)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise MonitorQueryError(f"{name} must be unix seconds", field=name)
+            if not math.isfinite(value):
+                raise MonitorQueryError(f"{name} must be finite", field=name)
+        if not since < end:
+            raise MonitorQueryError(f"since ({since}) must be before until ({end})", field="since")
+        self._forget_silent(now)
+        kept_from = now - self.retention_s
+        picked: list[TelemetryReport] = []
+        for history in self._histories(region):
+            if node is not None and history.latest.node != node:
+                continue
+            picked.extend(
+                report
+                for received, report in history.received
+                if received >= kept_from and since < report.sent_at_ms / 1000 <= end
+            )
+        return _summarise(region, node, since, end, picked)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _histories(self, region: str | None) -> Iterator[_History]:
+        regions = sorted(self._by_region) if region is None else [region]
+        for name in regions:
+            nodes = self._by_region.get(name, {})
+            for node in sorted(nodes):
+                yield nodes[node]
+
+    def _status(self, history: _History, now: float) -> NodeStatus:
+        report = history.latest
+        restarted_at = history.restarted_at
+        return NodeStatus(
+            region=report.region,
+            node=report.node,
+            last_seen=history.last_seen,
+            silent=now - history.last_seen > self.silent_after_s,
+            stale=report.stale,
+            ready=report.ready,
+            stable=report.stable,
+            canary=report.canary,
+            canary_percent=report.canary_percent,
+            shadow=report.shadow,
+            refused=report.refused,
+            spool_events=report.spool_events,
+            restarted=restarted_at is not None and restarted_at >= now - self.retention_s,
+        )
+
+    def _trim(self, history: _History, now: float) -> None:
+        kept_from = now - self.retention_s
+        while history.received and history.received[0][0] < kept_from:
+            _, report = history.received.popleft()
+            history.keys.discard(_identity(report))
+
+    def _forget_silent(self, now: float) -> None:
+        """Forgets the nodes not heard from for the whole retention (least recent first)."""
+        kept_from = now - self.retention_s
+        while self._recency:
+            key, history = next(iter(self._recency.items()))
+            if history.last_seen >= kept_from:
+                return
+            self._drop(key)
+
+    def _drop(self, key: NodeKey) -> None:
+        del self._recency[key]
+        region, node = key
+        nodes = self._by_region[region]
+        del nodes[node]
+        if not nodes:
+            del self._by_region[region]
+
+
+def _identity(report: TelemetryReport) -> tuple[int, int]:
+    return report.started_at_ms, report.seq
+
+
+def _order(report: TelemetryReport) -> tuple[int, int, int]:
+    return report.sent_at_ms, report.started_at_ms, report.seq
+
+
+def _check_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise MonitorQueryError(
+            f"unknown stage {stage!r:.40}; stages are {', '.join(STAGES)}", field="stage"
+        )
+
+
+def _summarise(
+    region: str, node: str | None, since: float, until: float, reports: list[TelemetryReport]
+) -> WindowSummary:
+    reports.sort(key=lambda r: (r.node, *_order(r)))
+    stages: dict[str, LatencyHistogram] = {}
+    events: dict[str, int] = {}
+    for report in reports:
+        for stage, histogram in report.stages.items():
+            stages.setdefault(stage, LatencyHistogram()).merge(histogram)
+        for outcome, count in report.events.items():
+            events[outcome] = events.get(outcome, 0) + count
+    return WindowSummary(
+        region=region,
+        node=node,
+        since=since,
+        until=until,
+        reports=len(reports),
+        nodes=tuple(sorted({r.node for r in reports})),
+        span_s=_covered_seconds(reports),
+        requests=sum(r.requests for r in reports),
+        errors=sum(r.errors for r in reports),
+        overloaded=sum(r.overloaded for r in reports),
+        stages=stages,
+        events=events,
+        _reports=tuple(reports),
+    )
+
+
+def _covered_seconds(reports: list[TelemetryReport]) -> float:
+    """Length of the union of the reports' intervals: a region's wall time, however many
+    nodes reported it, so requests / span is the region's rate."""
+    spans = sorted((r.sent_at_ms / 1000 - r.interval_s, r.sent_at_ms / 1000) for r in reports)
+    covered = 0.0
+    current_start = current_end = -math.inf
+    for start, end in spans:
+        if start > current_end:
+            if current_end > current_start:
+                covered += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_end > current_start:
+        covered += current_end - current_start
+    return covered
