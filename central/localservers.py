@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -132,6 +132,10 @@ class ServerProcess(ABC):
     def _is_ready(self) -> bool:
         """One quick readiness probe; False on any connection failure."""
 
+    def _environment(self) -> dict[str, str] | None:
+        """The child's environment; None: this process's own."""
+        return None
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
@@ -153,6 +157,12 @@ class ServerProcess(ABC):
             self._pick_ports()
             command = self._command()
         raise AssertionError("unreachable: the final attempt raises")
+
+    def request_stop(self) -> None:
+        """Ask the server to exit (SIGTERM) without waiting for it; :meth:`stop` waits."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """Ask the server to exit (SIGTERM); SIGKILL it if it has not exited in time."""
@@ -213,6 +223,7 @@ class ServerProcess(ABC):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=self.own_session,
+                env=self._environment(),
             )
         _live_servers.add(self)
 
@@ -243,6 +254,44 @@ class ServerProcess(ABC):
 
 
 _live_servers: set[ServerProcess] = set()
+
+
+def start_all(servers: Sequence[ServerProcess]) -> None:
+    """Starts servers that are not running side by side: all are spawned before any is
+    waited for.
+
+    Every binary is looked up before anything is spawned, so that all the missing ones are
+    reported together (one :class:`ServerBinaryNotFoundError`, a line each). A server that
+    exits during startup (a port taken meanwhile) is started again on its own, on new ports.
+    """
+    if any(server.is_running for server in servers):
+        raise ValueError("start_all() starts servers that are not running")
+    commands: list[list[str]] = []
+    missing: list[str] = []
+    for server in servers:
+        try:
+            commands.append(server._command())
+        except ServerBinaryNotFoundError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise ServerBinaryNotFoundError("\n".join(missing))
+    for server, command in zip(servers, commands, strict=True):
+        server._spawn(command)
+    for server in servers:
+        if server._wait_until_ready(final_attempt=False):
+            server._has_been_ready = True
+        else:
+            server._pick_ports()
+            server.start()
+
+
+def stop_all(servers: Sequence[ServerProcess]) -> None:
+    """Stops servers side by side: every one is asked to exit before any is waited for
+    (each then gets its own stop timeout before it is killed)."""
+    for server in servers:
+        server.request_stop()
+    for server in servers:
+        server.stop()
 
 
 @atexit.register

@@ -20,7 +20,8 @@ _PIPE_WIDTH = 120  # rich assumes 80 columns when not on a terminal; the tables 
     type=click.IntRange(100, 1_000_000),
     default=DEFAULT_SESSIONS,
     show_default=True,
-    help="Sessions in the generated shop log; the most recent 15% are replayed as traffic.",
+    help="Sessions in the generated shop log: the trainer learns from the older 85%, the "
+    "most recent 15% are replayed as live traffic asking for recommendations.",
 )
 @click.option(
     "--duration",
@@ -30,7 +31,7 @@ _PIPE_WIDTH = 120  # rich assumes 80 columns when not on a terminal; the tables 
     "Default: serve until Ctrl-C.",
 )
 @click.option(
-    "--keep", is_flag=True, help="Keep the working directory: logs, keys, bundle, spools."
+    "--keep", is_flag=True, help="Keep the working directory: logs, keys, trainer state, spools."
 )
 @click.option(
     "--workdir",
@@ -42,10 +43,16 @@ _PIPE_WIDTH = 120  # rich assumes 80 columns when not on a terminal; the tables 
 def demo(
     sessions: int, duration_s: float | None, keep: bool, workdir_parent: Path | None, seed: int
 ) -> None:
-    """Run Proxima end to end on this machine: train, serve in two regions, replay traffic.
+    """Run Proxima end to end on this machine: servers, central, two edges, live traffic.
 
-    Everything it starts (redis-server, the edge nodes) is stopped when it ends, by
-    Ctrl-C, SIGTERM, --duration or an error, and its working directory is removed.
+    Starts nats-server (JetStream), a Kafka-protocol broker (Tansu) and redis-server, then
+    `proxima central run` (bridge and trainer) and two edges (`proxima edge serve`, regions
+    eu and us). Sends a generated shop's history through the edges, follows it through
+    JetStream and Kafka to the trainer, waits until both edges serve the trainer's first
+    bundle, replays held-back sessions asking for recommendations, and prints a summary.
+
+    Everything it starts is stopped when it ends, by Ctrl-C, SIGTERM, --duration or an
+    error, and its working directory is removed.
     """
     from central.demo.errors import DemoInterrupted, StopRequested
     from central.demo.runner import DemoOptions, run_demo

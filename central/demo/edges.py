@@ -1,12 +1,19 @@
-"""Edge nodes as child processes running ``proxima edge serve``, as an operator would."""
+"""Edge nodes as child processes running ``proxima edge serve``, as an operator would.
+
+They start without a bundle and follow their region's rollout on the bus: the first bundle
+they serve is the one the trainer publishes.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from central.localservers import LOCALHOST, ServerProcess, pick_free_port
 
@@ -24,7 +31,9 @@ session_rate = 10000.0
 session_burst = 10000
 log_level = "warning"
 shutdown_timeout_s = 5.0
+bundle_cache_dir = "bundles"
 """
+CHILD_ENVIRONMENT_PREFIX = "PROXIMA_"  # the demo's children take settings from flags only
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +49,17 @@ class EdgeAddress:
 
 @dataclass(frozen=True, slots=True)
 class EdgeInputs:
-    """What every edge of the demo serves from."""
+    """What every edge of the demo is started with."""
 
-    bundle: Path
     public_key: Path
+    nats_url: str
     redis_url: str
     rules: Path | None
 
 
 class EdgeProcess(ServerProcess):
-    """One edge node, ready once ``/readyz`` answers 200 (a verified bundle is loaded)."""
+    """One edge node, up once ``/healthz`` answers 200; it has no bundle until the bus
+    brings one (``/readyz`` answers 503 until then)."""
 
     display_name = "proxima-edge"
 
@@ -79,8 +89,8 @@ class EdgeProcess(ServerProcess):
             "--config", str(self.settings_path),
             "--region", self.region,
             "--node", self.node,
-            "--bundle", str(self.inputs.bundle),
             "--public-key", str(self.inputs.public_key),
+            "--nats", self.inputs.nats_url,
             "--redis", self.inputs.redis_url,
             "--host", LOCALHOST,
             "--port", str(self.port),
@@ -90,12 +100,35 @@ class EdgeProcess(ServerProcess):
             command += ["--rules", str(self.inputs.rules)]
         return command
 
+    def _environment(self) -> dict[str, str]:
+        return child_environment()
+
     def _is_ready(self) -> bool:
         try:
             with urllib.request.urlopen(
-                f"{self.base_url}/readyz", timeout=_READY_PROBE_TIMEOUT_S
+                f"{self.base_url}/healthz", timeout=_READY_PROBE_TIMEOUT_S
             ) as response:
                 ready: bool = response.status == 200
                 return ready
         except (urllib.error.URLError, OSError):
             return False
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment without ``PROXIMA_*``: a setting the user exported for
+    their own edges (an API key, a fixed port) must not change the demo's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(CHILD_ENVIRONMENT_PREFIX)}
+
+
+def served_version(base_url: str, timeout_s: float = 2.0) -> int | None:
+    """The bundle version an edge serves (``/v1/model``); None when it serves none yet or
+    does not answer."""
+    try:
+        response = httpx.get(f"{base_url}/v1/model", timeout=timeout_s)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    bundle = response.json().get("bundle")
+    version = bundle.get("version") if isinstance(bundle, dict) else None
+    return version if isinstance(version, int) else None

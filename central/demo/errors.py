@@ -6,7 +6,7 @@ from central.errors import CentralError
 
 
 class DemoError(CentralError):
-    """A step of the demo failed; the message says which and why, in one line."""
+    """A step of the demo failed; the message says which and why, in a line or a few."""
 
     code = "demo_failed"
 

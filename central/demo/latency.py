@@ -1,4 +1,5 @@
-"""Latency percentiles: from client-side samples, and from an edge's Prometheus histogram."""
+"""Latency percentiles: from client-side samples, from an edge's Prometheus histogram, and
+from the central latency monitor's per-region gauges."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 QUANTILES = (0.50, 0.95, 0.99)
 STAGE_HISTOGRAM = "proxima_edge_stage_seconds"
+MONITOR_GAUGE = "proxima_region_latency_seconds"  # labels region, stage, quantile
+MONITOR_STAGE = "request"  # the edge's HTTP time of GET /v1/recommendations
 
 Percentiles = tuple[float, ...]  # seconds, one per entry of QUANTILES
 
@@ -69,9 +72,37 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 def edge_answer_percentiles(base_url: str, timeout_s: float = 5.0) -> Percentiles | None:
     """Server-side percentiles of whole answers (stage ``total``) from an edge's /metrics;
     None when the edge cannot be asked or has answered nothing yet."""
+    text = fetch_metrics(f"{base_url}/metrics", timeout_s)
+    if text is None:
+        return None
+    return histogram_percentiles(text, STAGE_HISTOGRAM, {"stage": "total"})
+
+
+def monitor_percentiles(
+    metrics_text: str, region: str, stage: str = MONITOR_STAGE
+) -> Percentiles | None:
+    """One region's quantiles as the central monitor reports them (over its window, from
+    the edges' telemetry); None when it reports none of them yet."""
+    values: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != MONITOR_GAUGE:
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("region") == region and labels.get("stage") == stage:
+                try:
+                    values[float(labels.get("quantile", "nan"))] = float(sample.value)
+                except ValueError:
+                    continue
+    if not all(q in values for q in QUANTILES):
+        return None
+    return tuple(values[q] for q in QUANTILES)
+
+
+def fetch_metrics(url: str, timeout_s: float = 5.0) -> str | None:
     try:
-        response = httpx.get(f"{base_url}/metrics", timeout=timeout_s)
+        response = httpx.get(url, timeout=timeout_s)
         response.raise_for_status()
     except httpx.HTTPError:
         return None
-    return histogram_percentiles(response.text, STAGE_HISTOGRAM, {"stage": "total"})
+    return response.text

@@ -13,19 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-BarUpdate = Callable[[str, int, int], None]  # description, done, total
-
-_TRAINING_STAGES = {
-    "examples": "replaying sessions into examples",
-    "fit": "fitting the ranker",
-    "export": "exporting to ONNX, quantizing",
-    "validate": "validation replay (fp32, int8)",
-    "tables": "building the bundle's tables",
-}
-
-
-def training_stage(stage: str) -> str:
-    return _TRAINING_STAGES.get(stage, stage)
+BarUpdate = Callable[[str, int, int], None]  # description, done, total (0: unknown)
 
 
 class StepPrinter:
@@ -55,7 +43,7 @@ class StepPrinter:
         self.console.print(f"[green]✓[/green] {escape(label)} [dim]({seconds:.1f} s)[/dim]")
 
     def note(self, text: str) -> None:
-        self.console.print(f"    {escape(text)}", highlight=False)
+        self.console.print(f"    {escape(text)}", highlight=False, soft_wrap=True)
 
     @contextmanager
     def bar(self, description: str) -> Iterator[BarUpdate]:
@@ -71,6 +59,8 @@ class StepPrinter:
             task = progress.add_task(description, total=None)
 
             def update(text: str, done: int, total: int) -> None:
-                progress.update(task, description=text, completed=done, total=total)
+                progress.update(
+                    task, description=text, completed=done, total=total if total > 0 else None
+                )
 
             yield update

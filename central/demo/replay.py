@@ -1,27 +1,31 @@
 """Replays held-back sessions through the edges over HTTP, as pages would send them.
 
 Events go out in time order across all sessions (so many sessions are live at once), each
-session to one region, sessions alternating between regions. After every event the page
-asks for recommendations, and the next viewed item is checked against that answer.
+session to one region, sessions alternating between regions; the regions are replayed side
+by side. After every event the page asks for recommendations, and the next viewed item is
+checked against that answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 
 from central.demo.edges import EdgeAddress
 from central.demo.errors import DemoError
+from central.demo.side_by_side import RegionTask, run_side_by_side
 from central.eventlog import EventLog
 
+REPLAY_ID_PREFIX = "live-"
 RECOMMENDATIONS_K = 20
 # Every so many events one is sent twice, as a page retrying after a lost response would;
 # the edge must count it as a duplicate, not as a second event.
@@ -72,52 +76,101 @@ class ReplayReport:
         return self.total("next_item_hits") / checks if checks else None
 
 
-def replay_sessions(
-    log: EventLog, edges: Sequence[EdgeAddress], progress: ReplayProgress | None = None
-) -> ReplayReport:
-    if not edges:
-        raise DemoError("no edge to replay through")
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Which edge each session goes to: sessions alternate between the edges in the order
+    they start, and all of a session's events go to one edge, as a CDN keeps it sticky."""
+
+    edge_of_row: npt.NDArray[np.int64]
+    in_time_order: list[int]  # rows, by timestamp across all sessions
+    rows_of_edge: list[list[int]]  # each edge's rows, by timestamp
+    first_session_of_edge: list[str | None]
+    sessions_of_edge: list[int]
+
+
+def route_sessions(log: EventLog, edges: int) -> Routing:
+    if edges < 1:
+        raise DemoError("no edge to send events to")
     bounds = log.session_bounds()
     runs = bounds.shape[0] - 1
     by_start = np.argsort(log.ts[bounds[:-1]], kind="stable")
     edge_of_run = np.empty(runs, dtype=np.int64)
-    edge_of_run[by_start] = np.arange(runs) % len(edges)
-    run_of_row = np.repeat(np.arange(runs), np.diff(bounds))
-    in_time_order = np.lexsort((np.arange(log.n_events), log.ts)).tolist()
+    edge_of_run[by_start] = np.arange(runs) % edges
+    first: list[str | None] = [None] * edges
+    for run in by_start[:edges].tolist():
+        first[int(edge_of_run[run])] = log.session_ids[int(log.session[bounds[run]])]
+    edge_of_row = np.repeat(edge_of_run, np.diff(bounds))
+    in_time_order: list[int] = np.lexsort((np.arange(log.n_events), log.ts)).tolist()
+    rows_of_edge: list[list[int]] = [[] for _ in range(edges)]
+    for row in in_time_order:
+        rows_of_edge[int(edge_of_row[row])].append(row)
+    return Routing(
+        edge_of_row=edge_of_row,
+        in_time_order=in_time_order,
+        rows_of_edge=rows_of_edge,
+        first_session_of_edge=first,
+        sessions_of_edge=np.bincount(edge_of_run, minlength=edges).tolist(),
+    )
 
+
+def replay_sessions(
+    log: EventLog, edges: Sequence[EdgeAddress], progress: ReplayProgress | None = None
+) -> ReplayReport:
+    """Each region's shoppers on a thread of their own: the regions do not wait on each
+    other, as they would not in production."""
+    routing = route_sessions(log, len(edges))
     traffic = tuple(RegionTraffic(edge) for edge in edges)
-    for run in by_start.tolist():
-        region = traffic[int(edge_of_run[run])]
-        region.sessions += 1
-        if region.example_session is None:
-            region.example_session = log.session_ids[int(log.session[bounds[run]])]
+    for region, sessions, first in zip(
+        traffic, routing.sessions_of_edge, routing.first_session_of_edge, strict=True
+    ):
+        region.sessions = sessions
+        region.example_session = first
+    done = [0] * len(edges)
 
-    last_answer: dict[str, frozenset[str]] = {}
-    with ExitStack() as stack:
-        clients = [
-            stack.enter_context(httpx.Client(base_url=edge.base_url, timeout=HTTP_TIMEOUT_S))
-            for edge in edges
-        ]
-        for done, row in enumerate(in_time_order, 1):
-            which = int(edge_of_run[run_of_row[row]])
-            region, client = traffic[which], clients[which]
-            event = dataclasses.replace(
-                log.event(row), event_id=f"demo-{row:08d}", ts=int(time.time() * 1000)
-            )
-            previous = last_answer.get(event.session_id)
-            if event.type == "view" and event.item_id is not None and previous is not None:
-                region.next_item_checks += 1
-                region.next_item_hits += event.item_id in previous
-            body = event.to_dict()
-            region.events_sent += 1
-            _post_event(client, region, body)
-            if done % RETRY_EVERY == 0:
-                region.retries_sent += 1
-                _post_event(client, region, body)
-            last_answer[event.session_id] = _recommend(client, region, event.session_id)
-            if progress is not None:
-                progress(done, len(in_time_order))
+    def shoppers(which: int) -> RegionTask:
+        def task(stopping: threading.Event) -> None:
+            region, rows = traffic[which], routing.rows_of_edge[which]
+            last_answer: dict[str, frozenset[str]] = {}
+            with httpx.Client(base_url=region.edge.base_url, timeout=HTTP_TIMEOUT_S) as client:
+                for sent, row in enumerate(rows, 1):
+                    if stopping.is_set():
+                        return
+                    _shop(client, region, log, row, sent, last_answer)
+                    done[which] = sent
+
+        return task
+
+    total = len(routing.in_time_order)
+    run_side_by_side(
+        [shoppers(which) for which in range(len(edges))],
+        on_tick=lambda: progress(sum(done), total) if progress is not None else None,
+    )
     return ReplayReport(traffic)
+
+
+def _shop(
+    client: httpx.Client,
+    region: RegionTraffic,
+    log: EventLog,
+    row: int,
+    sent: int,
+    last_answer: dict[str, frozenset[str]],
+) -> None:
+    """One event of a live session, then the page asks what to show next."""
+    event = dataclasses.replace(
+        log.event(row), event_id=f"{REPLAY_ID_PREFIX}{row:08d}", ts=int(time.time() * 1000)
+    )
+    previous = last_answer.get(event.session_id)
+    if event.type == "view" and event.item_id is not None and previous is not None:
+        region.next_item_checks += 1
+        region.next_item_hits += event.item_id in previous
+    body = event.to_dict()
+    region.events_sent += 1
+    _post_event(client, region, body)
+    if sent % RETRY_EVERY == 0:
+        region.retries_sent += 1
+        _post_event(client, region, body)
+    last_answer[event.session_id] = _recommend(client, region, event.session_id)
 
 
 def _post_event(client: httpx.Client, region: RegionTraffic, body: dict[str, Any]) -> None:

@@ -1,37 +1,60 @@
-"""The demo's closing report: traffic, bundle, latency per region, and where to look next."""
+"""The demo's closing report: events at every stage, the bundle, latency per region, and
+where to look next."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from central.demo.edges import EdgeAddress
-from central.demo.latency import QUANTILES, Percentiles, sample_percentiles
+from central.demo.history import HistoryReport, RegionIngest
+from central.demo.latency import MONITOR_STAGE, QUANTILES, Percentiles, sample_percentiles
 from central.demo.replay import RegionTraffic, ReplayReport
-from central.demo.shop import DemoBundle, ShopLog
+from central.demo.run_state import PipelineCounts
+from central.demo.shop import ShopLog
+from protocol.bundle import Bundle
+
+STOREFRONT_PATH = "/demo/"
+_GATE = re.compile(r"gate (passed|refused) \((.*?)\);")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    nats_url: str
+    nats_monitor: str
+    kafka_bootstrap: str
+    redis_url: str
+    central_metrics: str | None
+    pids: Mapping[str, int | None]
 
 
 @dataclass(frozen=True, slots=True)
 class DemoOutcome:
     shop: ShopLog
-    bundle: DemoBundle
+    history: HistoryReport
+    history_counts: PipelineCounts
+    bundle: Bundle
+    bundle_ready_s: float | None
+    retrain_report: str | None
     replay: ReplayReport
+    final_counts: PipelineCounts
     server_latency: Mapping[str, Percentiles | None]  # edge name -> percentiles
-    redis_url: str
+    monitor_latency: Mapping[str, Percentiles | None] | None  # region -> percentiles
     rules_version: str | None
+    endpoints: Endpoints
 
 
 def print_summary(console: Console, outcome: DemoOutcome) -> None:
     console.print()
+    console.print(_pipeline_table(outcome))
     console.print(_traffic_table(outcome.replay))
     console.print(_bundle_table(outcome))
-    console.print(_latency_table(outcome.replay, outcome.server_latency))
-    edges = [region.edge for region in outcome.replay.regions]
-    console.print(_endpoint_table(edges, outcome.redis_url))
+    console.print(_latency_table(outcome))
+    console.print(_endpoint_table(outcome))
     example = outcome.replay.regions[0]
     if example.example_session is not None:
         console.print("Try it:", style="bold")
@@ -44,9 +67,47 @@ def print_summary(console: Console, outcome: DemoOutcome) -> None:
         )
 
 
+def _pipeline_table(outcome: DemoOutcome) -> Table:
+    history, replay = outcome.history.regions, outcome.replay.regions
+    counts = outcome.final_counts
+    table = Table(title="Events through the pipeline (history, then live replay)")
+    table.add_column("")
+    for region in history:
+        table.add_column(region.edge.name, justify="right")
+    table.add_column("all", justify="right")
+
+    def add(label: str, figure: Callable[[RegionIngest, RegionTraffic], int]) -> None:
+        values = [figure(h, r) for h, r in zip(history, replay, strict=True)]
+        table.add_row(label, *(f"{v:,}" for v in values), f"{sum(values):,}")
+
+    def add_total(label: str, value: int) -> None:
+        table.add_row(label, *([""] * len(history)), f"{value:,}")
+
+    add("sent to the edges over HTTP", lambda h, r: h.events_sent + r.events_sent)
+    add("re-sent (same event_id)", lambda h, r: h.retries_sent + r.retries_sent)
+    add("accepted by the edge", lambda h, r: h.accepted + r.accepted)
+    add("  counted as duplicates", lambda h, r: h.duplicates + r.duplicates)
+    add("  rejected", lambda h, r: h.rejected + r.rejected)
+    add("in JetStream EVENTS", lambda h, r: counts.stream.of_region(h.edge.region))
+    add_total("in Kafka proxima.events: records", counts.topic.records)
+    add("  distinct event ids", lambda h, r: counts.topic.distinct_of_region(h.edge.region))
+    add_total("trained on (first bundle)", int(outcome.bundle.manifest.training.get("events", 0)))
+    first = outcome.history_counts
+    table.caption = (
+        f"history only: JetStream {first.stream.messages:,}, Kafka {first.topic.distinct:,} "
+        "distinct; "
+        + (
+            "every accepted event had reached Kafka when counted"
+            if counts.settled
+            else "NOT every accepted event had reached Kafka when counted"
+        )
+    )
+    return table
+
+
 def _traffic_table(report: ReplayReport) -> Table:
     regions = report.regions
-    table = Table(title="Replayed traffic through the edges")
+    table = Table(title="Live replay of the held-back sessions: recommendations")
     table.add_column("")
     for region in regions:
         table.add_column(region.edge.name, justify="right")
@@ -58,10 +119,6 @@ def _traffic_table(report: ReplayReport) -> Table:
 
     add("sessions", lambda r: r.sessions)
     add("events sent", lambda r: r.events_sent)
-    add("  accepted", lambda r: r.accepted)
-    add("  rejected", lambda r: r.rejected)
-    add("retries sent (same event_id)", lambda r: r.retries_sent)
-    add("  counted as duplicates", lambda r: r.duplicates)
     add("recommendations answered", lambda r: r.recommendations)
     add("  cold (no usable history)", lambda r: r.cold_answers)
     add("rules fired", lambda r: sum(r.rules_fired.values()))
@@ -78,67 +135,96 @@ def _traffic_table(report: ReplayReport) -> Table:
 
 def _bundle_table(outcome: DemoOutcome) -> Table:
     bundle, shop = outcome.bundle, outcome.shop
-    table = Table(title="Bundle served by every edge", show_header=False)
+    manifest = bundle.manifest
+    table = Table(title="Bundle trained by central, served by every edge", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    table.add_row("version", str(bundle.version))
-    table.add_row("file", f"{bundle.path.name} ({bundle.size:,} bytes, signed Ed25519)")
-    table.add_row("serves", bundle.precision)
-    training = bundle.training
+    table.add_row("version", str(manifest.version))
+    table.add_row(
+        "published",
+        f"bundle-{manifest.version} in proxima-models ({bundle.size:,} bytes, signed "
+        "Ed25519, verified again here); stable in proxima-rollout for "
+        + ", ".join(region.edge.region for region in outcome.history.regions),
+    )
+    if outcome.bundle_ready_s is not None:
+        table.add_row("served", f"by both edges {outcome.bundle_ready_s:.0f} s after the start")
+    training = manifest.training
+    precision = manifest.ranker.get("precision")
+    table.add_row("ranker", f"{training.get('model', '?')}, serves {precision}")
     table.add_row(
         "trained on",
-        f"{training.get('events', 0):,} events, {training.get('sessions', 0):,} sessions, "
-        f"{training.get('items', 0):,} items in {training.get('seconds', 0.0):.1f} s",
+        f"{training.get('events', 0):,} events from Kafka, {training.get('sessions', 0):,} "
+        f"sessions, {training.get('items', 0):,} items in {training.get('seconds', 0.0):.1f} s",
     )
-    table.add_row(
-        "held back",
-        f"{shop.replay_sessions:,} most recent sessions ({shop.replay.n_events:,} events) "
-        "for the replay",
-    )
-    for precision, figures in sorted(bundle.validation.items()):
+    for precision, figures in sorted(manifest.metrics.get("validation", {}).items()):
         table.add_row(
             f"validation {precision}",
             f"HR@20 {figures['hr_at_20']:.4f}  MRR@20 {figures['mrr_at_20']:.4f}  "
-            f"({figures['predictions']:,} predictions)",
+            f"({figures['predictions']:,} predictions, most recent sessions)",
         )
-    table.add_row("rules", outcome.rules_version or "none")
+    gate = _GATE.search(outcome.retrain_report or "")
+    if gate is not None:
+        table.add_row("gate", f"{gate.group(1)}: {gate.group(2)}")
+    table.add_row(
+        "held back",
+        f"{shop.replay_sessions:,} most recent sessions ({shop.replay.n_events:,} events), "
+        "replayed live",
+    )
+    table.add_row("rules at the edges", outcome.rules_version or "none")
     return table
 
 
-def _latency_table(report: ReplayReport, server: Mapping[str, Percentiles | None]) -> Table:
-    table = Table(
-        title="Recommendation latency per region (ms)",
-        caption="client: HTTP round trip from the replay on 127.0.0.1; server: the edge's "
-        'proxima_edge_stage_seconds{stage="total"} histogram, interpolated in its buckets',
+def _latency_table(outcome: DemoOutcome) -> Table:
+    monitor = outcome.monitor_latency
+    caption = (
+        "client: HTTP round trip measured by the replay on 127.0.0.1; edge: the edge's "
+        'proxima_edge_stage_seconds{stage="total"} histogram, interpolated in its buckets'
     )
-    table.add_column("region / node")
+    if monitor is not None:
+        caption += (
+            "; central: proxima central run's latency monitor, from the edges' telemetry "
+            f'(proxima_region_latency_seconds{{stage="{MONITOR_STAGE}"}}, its last minute)'
+        )
+    table = Table(title="Recommendation latency per region (ms)", caption=caption)
+    table.add_column("region / node", no_wrap=True)
     table.add_column("calls", justify="right")
     names = [f"p{round(q * 100)}" for q in QUANTILES]
-    for side in ("client", "server"):
+    sides = ("client", "edge", *(("central",) if monitor is not None else ()))
+    for side in sides:
         for name in names:
-            table.add_column(f"{side} {name}", justify="right")
-    for region in report.regions:
-        table.add_row(
-            region.edge.name,
-            f"{len(region.recommendation_latency_s):,}",
+            table.add_column(f"{side}\n{name}", justify="right")
+    for region in outcome.replay.regions:
+        cells = [
             *_milliseconds(sample_percentiles(region.recommendation_latency_s)),
-            *_milliseconds(server.get(region.edge.name)),
-        )
+            *_milliseconds(outcome.server_latency.get(region.edge.name)),
+        ]
+        if monitor is not None:
+            cells += _milliseconds(monitor.get(region.edge.region))
+        table.add_row(region.edge.name, f"{len(region.recommendation_latency_s):,}", *cells)
     return table
 
 
-def _endpoint_table(edges: Sequence[EdgeAddress], redis_url: str) -> Table:
+def _endpoint_table(outcome: DemoOutcome) -> Table:
     table = Table(title="Where to look (serving until the demo stops)")
-    table.add_column("region / node")
+    table.add_column("part")
     table.add_column("what")
     table.add_column("URL")
-    for edge in edges:
-        base = edge.base_url
-        table.add_row(edge.name, "edge", base)
+    for region in outcome.replay.regions:
+        base = region.edge.base_url
+        table.add_row(f"edge {region.edge.name}", "API", base)
+        table.add_row("", "storefront page", f"{base}{STOREFRONT_PATH}")
+        table.add_row("", "loaded bundle", f"{base}/v1/model")
         table.add_row("", "Prometheus metrics", f"{base}/metrics")
         table.add_row("", "API schema", f"{base}/openapi.json")
-        table.add_row("", "loaded bundle", f"{base}/v1/model")
-    table.add_row("(shared)", "session windows", redis_url)
+    endpoints = outcome.endpoints
+    table.add_row("nats-server", "JetStream, bundles, rollout", endpoints.nats_url)
+    table.add_row("", "monitoring", f"{endpoints.nats_monitor}/jsz?streams=true")
+    table.add_row("Tansu", "Kafka bootstrap", endpoints.kafka_bootstrap)
+    table.add_row("redis-server", "session windows", endpoints.redis_url)
+    if endpoints.central_metrics is not None:
+        table.add_row("proxima central run", "latency monitor", endpoints.central_metrics)
+    pids = ", ".join(f"{name} {pid}" for name, pid in endpoints.pids.items() if pid is not None)
+    table.caption = f"processes: {pids}"
     return table
 
 
