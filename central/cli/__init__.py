@@ -14,6 +14,8 @@ from central.cli.edge import edge
 from central.cli.evaluate import evaluate
 from central.cli.generate import generate
 from central.cli.keys import keys
+from central.cli.latency import latency
+from central.cli.rollout import rollback_command, rollout
 from central.cli.train import train
 
 
@@ -23,5 +25,17 @@ def main() -> None:
     """Proxima: edge-deployed personalization, trained centrally, answered locally."""
 
 
-for command in (demo, keys, train, bundle, evaluate, generate, edge, central):
+for command in (
+    demo,
+    keys,
+    train,
+    bundle,
+    evaluate,
+    generate,
+    edge,
+    central,
+    latency,
+    rollout,
+    rollback_command,
+):
     main.add_command(command)

@@ -1,4 +1,5 @@
-"""``proxima central run``: the bridge and the continuous trainer in one process."""
+"""``proxima central run``: the bridge, the continuous trainer and the latency monitor in one
+process."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from central.bridge import Bridge
 from central.cli.errors import CommandError, reported_errors
 from central.cli.options import kafka_option, nats_option, signing_key_option
 from central.kafka_settings import KafkaSettings
+from central.monitor import LatencyMonitor, MonitorSettings
+from central.monitor.http import MetricsServer
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
 from protocol.bus import NatsSettings
@@ -38,6 +41,12 @@ log = logging.getLogger("central.run")
 @click.option("--retrain-events", type=click.IntRange(1), default=50_000, show_default=True)
 @click.option("--retrain-interval", type=click.FloatRange(1), default=3600.0, show_default=True)
 @click.option("--min-events", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve central's Prometheus metrics (the latency monitor's) on this port.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
 def run(
     nats_url: str,
     kafka_bootstrap: str,
@@ -49,8 +58,11 @@ def run(
     retrain_events: int,
     retrain_interval: float,
     min_events: int,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
-    """Run the NATS→Kafka bridge and the continuous trainer together until stopped."""
+    """Run the NATS→Kafka bridge, the continuous trainer and the latency monitor together
+    until stopped."""
     if signing_key is None:
         raise CommandError("no signing key: pass --signing-key PATH or set PROXIMA_SIGNING_KEY")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -87,10 +99,21 @@ def run(
                 trainer=TrainerConfig(),
             )
         )
-        asyncio.run(_serve(bridge, trainer))
+        monitor = LatencyMonitor(
+            MonitorSettings(nats=NatsSettings.from_url(nats_url, name="proxima-monitor"))
+        )
+        metrics = None
+        if metrics_port is not None:
+            metrics = MetricsServer([monitor.registry], host=metrics_host, port=metrics_port)
+        asyncio.run(_serve(bridge, trainer, monitor, metrics))
 
 
-async def _serve(bridge: Bridge, trainer: TrainerService) -> None:
+async def _serve(
+    bridge: Bridge,
+    trainer: TrainerService,
+    monitor: LatencyMonitor,
+    metrics: MetricsServer | None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -100,10 +123,19 @@ async def _serve(bridge: Bridge, trainer: TrainerService) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
-    await bridge.start()  # the bridge creates the stream and topic the trainer reads
-    log.info("bridge and trainer running")
+    await monitor.start()
     try:
-        await asyncio.gather(bridge.run_until_stopped(), trainer.run(stop))
+        if metrics is not None:
+            await metrics.start()
+            log.info("metrics on http://%s:%d/metrics", metrics.host, metrics.port)
+        await bridge.start()  # the bridge creates the stream and topic the trainer reads
+        log.info("bridge, trainer and latency monitor running")
+        try:
+            await asyncio.gather(bridge.run_until_stopped(), trainer.run(stop))
+        finally:
+            request_stop()
+            await bridge.close()
     finally:
-        request_stop()
-        await bridge.close()
+        if metrics is not None:
+            await metrics.close()
+        await monitor.close()

@@ -11,6 +11,9 @@ from rich.text import Text
 
 from protocol.telemetry import STAGES
 
+# What a client sees first, then the edge's own time and its parts.
+STAGE_ORDER = ("request", "total", *(s for s in STAGES if s not in ("request", "total")))
+
 
 def render_summary(summary: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [Text(_source_line(summary), style="dim")]
@@ -18,6 +21,7 @@ def render_summary(summary: dict[str, Any]) -> RenderableType:
     if not regions:
         parts.append(Text("no edge has reported telemetry", style="yellow"))
     for region in regions:
+        parts.append(Text.from_markup(f"\n[bold]{region['region']}[/bold]  {_region_line(region)}"))
         parts.append(_region_table(region))
         if "nodes" in region:
             parts.append(_nodes_table(region))
@@ -27,7 +31,7 @@ def render_summary(summary: dict[str, Any]) -> RenderableType:
 def _source_line(summary: dict[str, Any]) -> str:
     window = _duration(summary["window_s"])
     if summary["source"] == "telemetry":
-        listened = _duration(summary.get("listened_s") or 0.0)
+        listened = f"{summary.get('listened_s') or 0.0:.1f}s"
         return (
             f"no monitor answered: figures from {listened} of telemetry heard directly "
             f"(window {window})"
@@ -37,8 +41,6 @@ def _source_line(summary: dict[str, Any]) -> str:
 
 def _region_table(region: dict[str, Any]) -> Table:
     table = Table(
-        title=f"[bold]{region['region']}[/bold]  {_region_line(region)}",
-        title_justify="left",
         caption=_health_line(region),
         caption_justify="left",
     )
@@ -46,7 +48,7 @@ def _region_table(region: dict[str, Any]) -> Table:
     for name in ("count", "p50 ms", "p95 ms", "p99 ms", "mean ms"):
         table.add_column(name, justify="right")
     latency = region["latency_ms"]
-    for stage in STAGES:
+    for stage in STAGE_ORDER:
         figures = latency.get(stage)
         if figures is None:
             continue
