@@ -26,6 +26,7 @@ import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, NoReturn, Self
@@ -110,6 +111,9 @@ class ServerProcess(ABC):
     ) -> None:
         self.startup_timeout = startup_timeout
         self.own_session = own_session
+        # Around starting the child and recording it; a caller that turns signals into
+        # exceptions sets one that holds them, so no signal can lose a started child.
+        self.spawn_guard: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         self._owns_workdir = workdir is None
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix=f"proxima-{self.display_name}-"))
@@ -216,16 +220,17 @@ class ServerProcess(ABC):
         with self.log_path.open("ab") as log:
             log.write(f"\n=== {' '.join(command)}\n".encode())
             log.flush()
-            self._process = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=self.own_session,
-                env=self._environment(),
-            )
-        _live_servers.add(self)
+            with self.spawn_guard():
+                self._process = subprocess.Popen(
+                    command,
+                    cwd=self.workdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=self.own_session,
+                    env=self._environment(),
+                )
+                _live_servers.add(self)
 
     def _wait_until_ready(self, *, final_attempt: bool) -> bool:
         """True once ready; False if it exited early and a retry is allowed; else raise."""

@@ -19,6 +19,7 @@ from central.demo.latency import Percentiles
 from central.demo.progress import StepPrinter
 from central.demo.replay import ReplayReport
 from central.demo.shop import ShopLog, SigningKeys
+from central.demo.signals import StopSignals
 from central.localservers import (
     KafkaBroker,
     NatsServer,
@@ -59,6 +60,7 @@ class DemoRun:
     workdir: Path
     printer: StepPrinter
     cleanup: ExitStack
+    signals: StopSignals
     started_at: float = field(default_factory=time.monotonic)
     servers: list[ServerProcess] = field(default_factory=list)
     nats: NatsServer | None = None
@@ -83,6 +85,8 @@ class DemoRun:
     def start(self, servers: Sequence[ServerProcess]) -> None:
         """Starts servers side by side. At cleanup they are stopped side by side too, after
         those started later: the edges and central before the servers they use."""
+        for server in servers:
+            server.spawn_guard = self.signals.deferred
         self.servers.extend(servers)
         self.cleanup.callback(stop_all, list(servers))
         start_all(servers)

@@ -43,7 +43,7 @@ def run_demo(options: DemoOptions, console: Console) -> None:
     signals = StopSignals()
     with signals:
         workdir = Path(tempfile.mkdtemp(prefix="proxima-demo-", dir=options.workdir_parent))
-        run = DemoRun(options, workdir, printer, ExitStack(), started_at=started)
+        run = DemoRun(options, workdir, printer, ExitStack(), signals, started_at=started)
         serving = False
         try:
             printer.banner(workdir, _closing(options))
