@@ -1,4 +1,5 @@
-"""``proxima central run``: the bridge, the continuous trainer and the latency monitor in one
+"""``proxima central run``: the bridge, the continuous trainer, the latency monitor and the
+rollout controller in one
 process."""
 
 from __future__ import annotations
@@ -7,15 +8,23 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
 from central.bridge import Bridge
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import kafka_option, nats_option, signing_key_option
+from central.cli.options import (
+    canary_options,
+    kafka_option,
+    nats_option,
+    rollout_policy,
+    signing_key_option,
+)
 from central.kafka_settings import KafkaSettings
 from central.monitor import LatencyMonitor, MonitorSettings
 from central.monitor.http import MetricsServer
+from central.rollout.service import run_controller
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
 from protocol.bus import NatsSettings
@@ -47,6 +56,14 @@ log = logging.getLogger("central.run")
     help="Serve central's Prometheus metrics (the latency monitor's) on this port.",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--rollout-tick",
+    type=click.FloatRange(0.05, 60),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two looks of the rollout controller at the active rollouts.",
+)
+@canary_options
 def run(
     nats_url: str,
     kafka_bootstrap: str,
@@ -60,9 +77,11 @@ def run(
     min_events: int,
     metrics_port: int | None,
     metrics_host: str,
+    rollout_tick: float,
+    **canary: Any,
 ) -> None:
-    """Run the NATS→Kafka bridge, the continuous trainer and the latency monitor together
-    until stopped."""
+    """Run the NATS→Kafka bridge, the continuous trainer, the latency monitor and the rollout
+    controller together until stopped."""
     if signing_key is None:
         raise CommandError("no signing key: pass --signing-key PATH or set PROXIMA_SIGNING_KEY")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -97,6 +116,7 @@ def run(
                 retrain_interval_s=retrain_interval,
                 min_events=min_events,
                 trainer=TrainerConfig(),
+                rollout=rollout_policy(canary),
             )
         )
         monitor = LatencyMonitor(
@@ -105,7 +125,8 @@ def run(
         metrics = None
         if metrics_port is not None:
             metrics = MetricsServer([monitor.registry], host=metrics_host, port=metrics_port)
-        asyncio.run(_serve(bridge, trainer, monitor, metrics))
+        controller_nats = NatsSettings.from_url(nats_url, name="proxima-rollout")
+        asyncio.run(_serve(bridge, trainer, monitor, metrics, controller_nats, rollout_tick))
 
 
 async def _serve(
@@ -113,6 +134,8 @@ async def _serve(
     trainer: TrainerService,
     monitor: LatencyMonitor,
     metrics: MetricsServer | None,
+    controller_nats: NatsSettings,
+    rollout_tick: float,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -129,9 +152,13 @@ async def _serve(
             await metrics.start()
             log.info("metrics on http://%s:%d/metrics", metrics.host, metrics.port)
         await bridge.start()  # the bridge creates the stream and topic the trainer reads
-        log.info("bridge, trainer and latency monitor running")
+        log.info("bridge, trainer, latency monitor and rollout controller running")
         try:
-            await asyncio.gather(bridge.run_until_stopped(), trainer.run(stop))
+            await asyncio.gather(
+                bridge.run_until_stopped(),
+                trainer.run(stop),
+                run_controller(controller_nats, monitor.store, stop, tick_s=rollout_tick),
+            )
         finally:
             request_stop()
             await bridge.close()
