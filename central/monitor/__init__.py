@@ -1,6 +1,7 @@
 """The regional latency monitor: edge telemetry in, per-region figures out.
 
 * :mod:`~central.monitor.store` — the reports of every node, merged over any window (pure)
+* :mod:`~central.monitor.window` — :class:`WindowSummary`: what a window of reports adds up to
 * :mod:`~central.monitor.service` — :class:`LatencyMonitor`: NATS in, answers to queries out
 * :mod:`~central.monitor.metrics` — the figures as Prometheus metrics
 * :mod:`~central.monitor.http` — central's ``/metrics`` endpoint

@@ -14,9 +14,10 @@ up as alive or silent correctly.
 
 Bounds: a node keeps the reports received within ``retention_s`` (and at most one per
 half second of it, against a node that floods); a node not heard from for ``retention_s``
-is forgotten; past ``max_nodes`` the node heard from least recently is evicted. A report
-with all stages is about 5 KB in memory, so 100 nodes at the default 15 minutes hold
-about 90 MB.
+is forgotten; past ``max_nodes`` the node heard from least recently is evicted. Decoded,
+a report with every stage, both variants and shadow stats holds about 8.5 KB, so 100 nodes
+at the default 15 minutes (180 reports each) hold about 150 MB; memory shrinks in
+proportion with ``retention_s``. :mod:`central.monitor.window` does the adding up.
 """
 
 from __future__ import annotations
@@ -25,24 +26,22 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from central.monitor.errors import MonitorQueryError, MonitorSettingsError
+from central.monitor.window import WindowSummary, summarise
 from protocol.telemetry import (
-    STAGES,
     TELEMETRY_INTERVAL_S,
-    VARIANTS,
-    LatencyHistogram,
     Refused,
-    ShadowStats,
     TelemetryReport,
-    VariantStats,
 )
 
 _MIN_SPACING_S: Final = 0.5  # a node's history holds at most one report per this long
 
 NodeKey = tuple[str, str]  # (region, node)
+
+__all__ = ["NodeStatus", "TelemetryStore", "WindowSummary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,88 +61,6 @@ class NodeStatus:
     refused: tuple[Refused, ...]
     spool_events: int
     restarted: bool  # it restarted (new started_at_ms, or seq went back) within the retention
-
-
-@dataclass(slots=True)
-class WindowSummary:
-    """Everything a region (or one of its nodes) reported in (since, until], merged."""
-
-    region: str
-    node: str | None  # None: every node of the region
-    since: float
-    until: float
-    reports: int
-    nodes: tuple[str, ...]  # the nodes with at least one report in the window
-    span_s: float  # seconds covered: the union of the reports' intervals
-    requests: int
-    errors: int
-    overloaded: int
-    stages: dict[str, LatencyHistogram]
-    events: dict[str, int]
-    _reports: tuple[TelemetryReport, ...] = field(default=(), repr=False, compare=False)
-
-    def variant(self, name: str, version: int | None = None) -> VariantStats:
-        """``name``'s stats merged over the window; with ``version``, only the intervals in
-        which that variant was that version. ``version`` of the result is the one asked for,
-        else the single version seen, else None."""
-        if name not in VARIANTS:
-            raise MonitorQueryError(f"unknown variant {name!r:.40}", field="variant")
-        merged = VariantStats(version=version)
-        seen: set[int | None] = set()
-        for report in self._reports:
-            stats = report.variants.get(name)
-            if stats is None or (version is not None and stats.version != version):
-                continue
-            merged.merge(stats)
-            seen.add(stats.version)
-        if version is None and len(seen) == 1:
-            merged.version = seen.pop()
-        return merged
-
-    def shadow(self, version: int | None = None) -> ShadowStats:
-        """The shadow canary's stats merged over the window (only ``version``'s, if given)."""
-        merged = ShadowStats(version=version)
-        seen: set[int | None] = set()
-        for report in self._reports:
-            stats = report.shadow_stats
-            if stats is None or (version is not None and stats.version != version):
-                continue
-            merged.merge(stats)
-            seen.add(stats.version)
-        if version is None and len(seen) == 1:
-            merged.version = seen.pop()
-        return merged
-
-    def refusals(self, version: int | None = None) -> list[tuple[str, Refused]]:
-        """(node, refusal) for each node whose latest report in the window lists ``version``
-        (any version, if None) as refused."""
-        latest: dict[str, TelemetryReport] = {}
-        for report in self._reports:
-            held = latest.get(report.node)
-            if held is None or _order(report) >= _order(held):
-                latest[report.node] = report
-        return [
-            (node, refusal)
-            for node, report in sorted(latest.items())
-            for refusal in report.refused
-            if version is None or refusal.version == version
-        ]
-
-    def quantile(self, stage: str, q: float) -> float | None:
-        """The ``q`` quantile of ``stage`` in seconds; None when nothing was measured."""
-        _check_stage(stage)
-        if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 <= q <= 1.0:
-            raise MonitorQueryError(f"quantile must be within 0..1, got {q!r:.20}", field="q")
-        histogram = self.stages.get(stage)
-        return histogram.quantile(q) if histogram is not None else None
-
-    def request_rate(self) -> float:
-        """HTTP requests per second over the seconds the reports cover."""
-        return self.requests / self.span_s if self.span_s > 0 else 0.0
-
-    def error_rate(self) -> float | None:
-        """Share of HTTP requests answered 5xx; None without requests."""
-        return self.errors / self.requests if self.requests else None
 
 
 class _History:
@@ -247,7 +164,7 @@ class TelemetryStore:
                 for received, report in history.received
                 if received >= kept_from and since < report.sent_at_ms / 1000 <= end
             )
-        return _summarise(region, node, since, end, picked)
+        return summarise(region, node, since, end, picked)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -303,60 +220,3 @@ class TelemetryStore:
 
 def _identity(report: TelemetryReport) -> tuple[int, int]:
     return report.started_at_ms, report.seq
-
-
-def _order(report: TelemetryReport) -> tuple[int, int, int]:
-    return report.sent_at_ms, report.started_at_ms, report.seq
-
-
-def _check_stage(stage: str) -> None:
-    if stage not in STAGES:
-        raise MonitorQueryError(
-            f"unknown stage {stage!r:.40}; stages are {', '.join(STAGES)}", field="stage"
-        )
-
-
-def _summarise(
-    region: str, node: str | None, since: float, until: float, reports: list[TelemetryReport]
-) -> WindowSummary:
-    reports.sort(key=lambda r: (r.node, *_order(r)))
-    stages: dict[str, LatencyHistogram] = {}
-    events: dict[str, int] = {}
-    for report in reports:
-        for stage, histogram in report.stages.items():
-            stages.setdefault(stage, LatencyHistogram()).merge(histogram)
-        for outcome, count in report.events.items():
-            events[outcome] = events.get(outcome, 0) + count
-    return WindowSummary(
-        region=region,
-        node=node,
-        since=since,
-        until=until,
-        reports=len(reports),
-        nodes=tuple(sorted({r.node for r in reports})),
-        span_s=_covered_seconds(reports),
-        requests=sum(r.requests for r in reports),
-        errors=sum(r.errors for r in reports),
-        overloaded=sum(r.overloaded for r in reports),
-        stages=stages,
-        events=events,
-        _reports=tuple(reports),
-    )
-
-
-def _covered_seconds(reports: list[TelemetryReport]) -> float:
-    """Length of the union of the reports' intervals: a region's wall time, however many
-    nodes reported it, so requests / span is the region's rate."""
-    spans = sorted((r.sent_at_ms / 1000 - r.interval_s, r.sent_at_ms / 1000) for r in reports)
-    covered = 0.0
-    current_start = current_end = -math.inf
-    for start, end in spans:
-        if start > current_end:
-            if current_end > current_start:
-                covered += current_end - current_start
-            current_start, current_end = start, end
-        else:
-            current_end = max(current_end, end)
-    if current_end > current_start:
-        covered += current_end - current_start
-    return covered
