@@ -30,6 +30,7 @@ JSON_SHAPE = """\b
   {"source": "monitor" | "telemetry",   who computed it (see above)
    "window_s", "since", "until",        the window, unix seconds
    "listened_s": float | null,          how long telemetry was heard directly
+   "malformed": int,                    bad reports heard (source "telemetry" only)
    "regions": [{
      "region", "nodes_total", "nodes_reporting",
      "silent", "stale", "not_ready", "restarted": [node, ...],
