@@ -1,41 +1,35 @@
 """The ``proxima`` command line.
 
-Environment variables are read here, at the entry point, and nowhere else.
+Environment variables are read here, at the entry point, and nowhere else. Subcommands are
+imported when they run (see :mod:`central.cli.lazy`).
 """
 
 from __future__ import annotations
 
 import click
 
-from central.cli.bundle import bundle
-from central.cli.central_group import central
-from central.cli.demo import demo
-from central.cli.edge import edge
-from central.cli.evaluate import evaluate
-from central.cli.generate import generate
-from central.cli.keys import keys
-from central.cli.latency import latency
-from central.cli.rollout import rollback_command, rollout
-from central.cli.train import train
+from central.cli.lazy import LazyGroup
+
+COMMANDS = {
+    "demo": "central.cli.demo:demo",
+    "keys": "central.cli.keys:keys",
+    "train": "central.cli.train:train",
+    "bundle": "central.cli.bundle:bundle",
+    "evaluate": "central.cli.evaluate:evaluate",
+    "generate": "central.cli.generate:generate",
+    "edge": "central.cli.edge:edge",
+    "central": "central.cli.central_group:central",
+    "latency": "central.cli.latency:latency",
+    "rollout": "central.cli.rollout:rollout",
+    "rollback": "central.cli.rollout:rollback_command",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="proxima")
 def main() -> None:
     """Proxima: edge-deployed personalization, trained centrally, answered locally."""
-
-
-for command in (
-    demo,
-    keys,
-    train,
-    bundle,
-    evaluate,
-    generate,
-    edge,
-    central,
-    latency,
-    rollout,
-    rollback_command,
-):
-    main.add_command(command)

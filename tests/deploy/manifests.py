@@ -51,7 +51,7 @@ def resolve_command(words: list[str]) -> tuple[click.Command, list[str]]:
     rest = list(words)
     while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
         name = rest.pop(0)
-        sub = command.commands.get(name)
+        sub = command.get_command(click.Context(command), name)
         if sub is None:
             raise AssertionError(f"'{name}' is not a subcommand of '{command.name}'")
         command = sub
