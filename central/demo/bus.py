@@ -1,20 +1,24 @@
 """The demo's own look at the bus and the event log, asked of the real systems.
 
-:class:`BusWatch` keeps one NATS connection and one Kafka reader open on a private event
-loop (an :class:`asyncio.Runner`), so the demo's synchronous steps can ask, as often as
+:class:`BusWatch` keeps one NATS connection and one Kafka reader open on an event loop
+of its own, in a thread of its own, so the demo's synchronous steps can ask, as often as
 they like: how many events the ``EVENTS`` stream holds per subject, what the Kafka topic
 holds (records and distinct event ids, per region), what each region's rollout record
-names as stable, and what a published bundle's manifest says.
+names as stable, and what a published bundle's manifest says. The loop's thread keeps stop
+signals away from the clients' callbacks: they reach the main thread, waiting for an answer,
+which then cancels the question.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -43,6 +47,9 @@ _KAFKA_POLL_MS = 100
 _KAFKA_MAX_RECORDS = 5_000
 _ASSIGNMENT_POLLS = 100  # of _KAFKA_POLL_MS each
 _READ_TO_END_TIMEOUT_S = 60.0
+_CLOSE_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +78,9 @@ class BusWatch:
     def __init__(self, nats_url: str, kafka_bootstrap: str) -> None:
         self.nats_url = nats_url
         self.kafka_bootstrap = kafka_bootstrap
-        self._runner = asyncio.Runner()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="demo-bus", daemon=True)
+        self._thread.start()
         self._nats: NatsClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._records = 0
@@ -81,11 +90,11 @@ class BusWatch:
     def connect(self) -> None:
         """Connects to NATS and Kafka, and makes the model and rollout buckets, as an
         operator sets up the bus, so that the edges watch their rollout key from the start."""
-        self._runner.run(self._connect())
+        self._run(self._connect())
 
     def topic_exists(self) -> bool:
         """Whether the events topic exists (the bridge makes it once it is ready to forward)."""
-        return self._runner.run(self._topic_exists())
+        return self._run(self._topic_exists())
 
     def follow_topic(self) -> None:
         """Starts reading the events topic from its beginning (call once it exists: the
@@ -93,23 +102,38 @@ class BusWatch:
         self._consumer_started().subscribe([KAFKA_EVENTS_TOPIC])
 
     def stream(self) -> StreamCounts:
-        return self._runner.run(self._stream())
+        return self._run(self._stream())
 
     def topic(self) -> TopicCounts:
         """Reads the topic to its current end and returns the running counts."""
-        return self._runner.run(self._read_topic())
+        return self._run(self._read_topic())
 
     def stable_versions(self, regions: tuple[str, ...]) -> dict[str, int | None]:
-        return self._runner.run(self._stable_versions(regions))
+        return self._run(self._stable_versions(regions))
 
     def published_bundle(self, version: int, public_key: Path) -> Bundle:
         """Fetches ``bundle-<version>`` from the object store and verifies it, as edges do."""
-        return self._runner.run(self._published_bundle(version, public_key))
+        return self._run(self._published_bundle(version, public_key))
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._runner.run(self._close())
-        self._runner.close()
+        try:
+            with contextlib.suppress(Exception):
+                self._run(self._close(), timeout_s=_CLOSE_TIMEOUT_S)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(_CLOSE_TIMEOUT_S)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def _run(self, question: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Runs ``question`` on the loop's thread and waits for its answer; cancels it if the
+        wait ends otherwise (a stop signal)."""
+        future = asyncio.run_coroutine_threadsafe(question, self._loop)
+        try:
+            return future.result(timeout_s)
+        except BaseException:
+            future.cancel()
+            raise
 
     async def _connect(self) -> None:
         try:

@@ -235,7 +235,7 @@ STEPS: tuple[Step, ...] = (
     Step("Start nats-server (JetStream), the Tansu Kafka broker and redis-server", start_servers),
     Step("Generate a shop log and signing keys; hold back the most recent sessions", generate_data),
     Step(
-        "Start proxima central run (bridge + trainer) and edges eu/edge-1, us/edge-1",
+        "Start the central service (proxima central run) and edges eu/edge-1, us/edge-1",
         start_services,
     ),
     Step("Send the shop's history through the edges over HTTP", send_history_traffic),

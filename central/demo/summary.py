@@ -55,9 +55,9 @@ def print_summary(console: Console, outcome: DemoOutcome) -> None:
     console.print(_bundle_table(outcome))
     console.print(_latency_table(outcome))
     console.print(_endpoint_table(outcome))
+    console.print("Try it:", style="bold")
     example = outcome.replay.regions[0]
     if example.example_session is not None:
-        console.print("Try it:", style="bold")
         console.print(
             Text(
                 f"  curl -s '{example.edge.base_url}/v1/recommendations"
@@ -65,6 +65,8 @@ def print_summary(console: Console, outcome: DemoOutcome) -> None:
             ),
             soft_wrap=True,
         )
+    if outcome.monitor_latency is not None:
+        console.print(Text(f"  proxima latency --nats {outcome.endpoints.nats_url} --watch"))
 
 
 def _pipeline_table(outcome: DemoOutcome) -> Table:
