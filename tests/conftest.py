@@ -8,11 +8,13 @@ to point the tests at servers that are already running instead of starting local
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
+import nats
 import pytest
+from nats.js import JetStreamContext
 
 from central.localservers import KafkaBroker, NatsServer, NatsServerFactory, RedisServer
 
@@ -65,6 +67,19 @@ def nats_server_factory(tmp_path: Path) -> Iterator[NatsServerFactory]:
     yield start_nats_server
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def nats_server(nats_server_factory: NatsServerFactory) -> NatsServer:
+    """A private nats-server for one test (the session's ``nats_url`` is shared)."""
+    return nats_server_factory()
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(nats_server.url)
+    yield client.jetstream()
+    await client.close()
 
 
 @pytest.fixture(scope="session")

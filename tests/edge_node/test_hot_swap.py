@@ -6,12 +6,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from nats.js import JetStreamContext
 
@@ -20,7 +19,7 @@ from edge_node.model_store import ModelStore
 from protocol.keys import load_private_key
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.edge_node.test_model_sync import promote_version, publish_bundle, resign_bundle
-from tests.servers import NatsServer, NatsServerFactory, pick_free_port
+from tests.servers import NatsServer, pick_free_port
 
 REGION = "eu"
 OLD_VERSION = 7  # the version the edge_bundle fixture is trained as
@@ -63,18 +62,6 @@ class LoadClient:
 
     def count(self, version: int) -> int:
         return sum(1 for answer in self.answers if answer.model_version == version)
-
-
-@pytest.fixture
-def nats_server(nats_server_factory: NatsServerFactory) -> NatsServer:
-    return nats_server_factory()
-
-
-@pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    client = await nats.connect(nats_server.url)
-    yield client.jetstream()
-    await client.close()
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from nats.js import JetStreamContext
 
@@ -27,24 +26,12 @@ from protocol.keys import load_private_key, write_keypair
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.edge_node.test_model_sync import corrupt_a_part, resign_bundle
 from tests.integration.conftest import EVENTUALLY_S, EdgeStarter, model_info
-from tests.servers import NatsServer, NatsServerFactory
+from tests.servers import NatsServer
 
 pytestmark = pytest.mark.integration
 
 REGIONS = ("eu", "us")
 TRAINED_VERSION = 7  # the version the edge_bundle fixture is trained as
-
-
-@pytest.fixture
-def nats_server(nats_server_factory: NatsServerFactory) -> NatsServer:
-    return nats_server_factory()
-
-
-@pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    client = await nats.connect(nats_server.url)
-    yield client.jetstream()
-    await client.close()
 
 
 @dataclass

@@ -38,25 +38,13 @@ from protocol.keys import load_private_key
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.edge_node.test_model_sync import corrupt_a_part, resign_bundle
 from tests.integration.conftest import EVENTUALLY_S, EdgeStarter, model_info
-from tests.servers import NatsServer, NatsServerFactory
+from tests.servers import NatsServer
 
 pytestmark = pytest.mark.integration
 
 REGIONS = ("eu", "us")
 STABLE = 7  # the version the edge_bundle fixture is trained as
 TELEMETRY_S = 0.5
-
-
-@pytest.fixture
-def nats_server(nats_server_factory: NatsServerFactory) -> NatsServer:
-    return nats_server_factory()
-
-
-@pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    client = await nats.connect(nats_server.url)
-    yield client.jetstream()
-    await client.close()
 
 
 @dataclass

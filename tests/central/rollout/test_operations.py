@@ -16,12 +16,7 @@ from central.rollout.operations import RolloutPolicy, roll_out_new_bundle
 from central.rollout.plan import Guardrails
 from central.rollout.store import audit_entries, read_edge_record, read_plan
 from central.trainer.publish import promote_regions, publish_bundle
-from tests.servers import NatsServer, NatsServerFactory
-
-
-@pytest.fixture
-def nats_server(nats_server_factory: NatsServerFactory) -> NatsServer:
-    return nats_server_factory()
+from tests.servers import NatsServer
 
 
 @pytest.fixture
