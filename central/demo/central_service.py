@@ -1,5 +1,6 @@
 """The central service as a child process running ``proxima central run``, as an operator
-would: the NATS→Kafka bridge and the continuous trainer, promoting to the demo's regions."""
+would: the NATS→Kafka bridge, the continuous trainer (promoting to the demo's regions) and
+the latency monitor, whose metrics it serves over HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 from central.demo.edges import child_environment
@@ -32,14 +32,6 @@ class CentralInputs:
     retrain_events: int  # later trainings wait for this many new events
 
 
-@cache
-def supports_metrics_port() -> bool:
-    """Whether this installation's ``proxima central run`` serves a latency monitor."""
-    from central.cli.run import run
-
-    return any(param.name == "metrics_port" for param in run.params)
-
-
 class CentralProcess(ServerProcess):
     """``proxima central run``, up once ``is_forwarding`` says so: asked of the systems it
     sets up (the bridge makes the events topic once it is ready to forward)."""
@@ -51,14 +43,13 @@ class CentralProcess(ServerProcess):
     ) -> None:
         self.inputs = inputs
         self.is_forwarding = is_forwarding
-        self.metrics_port: int | None = None
+        self.metrics_port = 0  # chosen with the other ports
         self._probed_at = 0.0
         super().__init__(workdir, startup_timeout=CENTRAL_STARTUP_TIMEOUT_S, own_session=True)
 
     @property
-    def metrics_url(self) -> str | None:
-        if self.metrics_port is None:
-            return None
+    def metrics_url(self) -> str:
+        """The latency monitor's Prometheus metrics."""
         return f"http://{LOCALHOST}:{self.metrics_port}/metrics"
 
     def stop(self, timeout: float = CENTRAL_STOP_TIMEOUT_S) -> None:
@@ -79,11 +70,11 @@ class CentralProcess(ServerProcess):
             return ""
 
     def _pick_ports(self) -> None:
-        self.metrics_port = pick_free_port() if supports_metrics_port() else None
+        self.metrics_port = pick_free_port()
 
     def _command(self) -> list[str]:
         inputs = self.inputs
-        command = [
+        return [
             sys.executable, "-c", "from central.cli import main; main()",
             "central", "run",
             "--nats", inputs.nats_url,
@@ -95,10 +86,8 @@ class CentralProcess(ServerProcess):
             "--state-dir", str(self.workdir / "state"),
             "--min-events", str(inputs.min_events),
             "--retrain-events", str(inputs.retrain_events),
+            "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
-        if self.metrics_port is not None:
-            command += ["--metrics-port", str(self.metrics_port)]
-        return command
 
     def _environment(self) -> dict[str, str]:
         return child_environment()

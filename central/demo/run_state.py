@@ -79,7 +79,7 @@ class DemoRun:
     bundle_ready_s: float | None = None  # seconds from the start until both edges served it
     retrain_report: str | None = None
     replay: ReplayReport | None = None
-    monitor_latency: dict[str, Percentiles | None] | None = None  # None: no monitor to ask
+    monitor_latency: dict[str, Percentiles | None] = field(default_factory=dict)  # by region
     final_counts: PipelineCounts | None = None
 
     def start(self, servers: Sequence[ServerProcess]) -> None:

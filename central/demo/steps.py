@@ -98,8 +98,10 @@ def start_services(run: DemoRun) -> None:
     run.start([central, *edges])
     run.central, run.edges = central, edges
     bus.follow_topic()  # the bridge has made the topic by now
-    monitor = "" if central.metrics_url is None else f", latency monitor at {central.metrics_url}"
-    run.printer.note(f"proxima central run: bridge, trainer{monitor} (pid {central.pid})")
+    run.printer.note(
+        f"proxima central run: bridge, trainer, latency monitor at {central.metrics_url} "
+        f"(pid {central.pid})"
+    )
     for edge in edges:
         run.printer.note(f"{edge.address.name} at {edge.base_url} (pid {edge.pid}), no bundle yet")
     if run.rules is None:
@@ -196,8 +198,6 @@ def _wait_for_monitor(run: DemoRun) -> None:
     every few seconds); it is reported as missing if it does not in time."""
     assert run.central is not None, "steps run in order"
     url = run.central.metrics_url
-    if url is None:
-        return
     figures: dict[str, Percentiles | None] = {}
 
     def awaited() -> str | None:

@@ -28,7 +28,7 @@ class Endpoints:
     nats_monitor: str
     kafka_bootstrap: str
     redis_url: str
-    central_metrics: str | None
+    central_metrics: str
     pids: Mapping[str, int | None]
 
 
@@ -43,7 +43,7 @@ class DemoOutcome:
     replay: ReplayReport
     final_counts: PipelineCounts
     server_latency: Mapping[str, Percentiles | None]  # edge name -> percentiles
-    monitor_latency: Mapping[str, Percentiles | None] | None  # region -> percentiles
+    monitor_latency: Mapping[str, Percentiles | None]  # region -> percentiles
     rules_version: str | None
     endpoints: Endpoints
 
@@ -65,8 +65,7 @@ def print_summary(console: Console, outcome: DemoOutcome) -> None:
             ),
             soft_wrap=True,
         )
-    if outcome.monitor_latency is not None:
-        console.print(Text(f"  proxima latency --nats {outcome.endpoints.nats_url} --watch"))
+    console.print(Text(f"  proxima latency --nats {outcome.endpoints.nats_url} --watch"))
 
 
 def _pipeline_table(outcome: DemoOutcome) -> Table:
@@ -177,31 +176,25 @@ def _bundle_table(outcome: DemoOutcome) -> Table:
 
 
 def _latency_table(outcome: DemoOutcome) -> Table:
-    monitor = outcome.monitor_latency
     caption = (
         "client: HTTP round trip measured by the replay on 127.0.0.1; edge: the edge's "
-        'proxima_edge_stage_seconds{stage="total"} histogram, interpolated in its buckets'
+        'proxima_edge_stage_seconds{stage="total"} histogram, interpolated in its buckets; '
+        "central: proxima central run's latency monitor, from the edges' telemetry "
+        f'(proxima_region_latency_seconds{{stage="{MONITOR_STAGE}"}}, its last minute)'
     )
-    if monitor is not None:
-        caption += (
-            "; central: proxima central run's latency monitor, from the edges' telemetry "
-            f'(proxima_region_latency_seconds{{stage="{MONITOR_STAGE}"}}, its last minute)'
-        )
     table = Table(title="Recommendation latency per region (ms)", caption=caption)
     table.add_column("region / node", no_wrap=True)
     table.add_column("calls", justify="right")
     names = [f"p{round(q * 100)}" for q in QUANTILES]
-    sides = ("client", "edge", *(("central",) if monitor is not None else ()))
-    for side in sides:
+    for side in ("client", "edge", "central"):
         for name in names:
             table.add_column(f"{side}\n{name}", justify="right")
     for region in outcome.replay.regions:
         cells = [
             *_milliseconds(sample_percentiles(region.recommendation_latency_s)),
             *_milliseconds(outcome.server_latency.get(region.edge.name)),
+            *_milliseconds(outcome.monitor_latency.get(region.edge.region)),
         ]
-        if monitor is not None:
-            cells += _milliseconds(monitor.get(region.edge.region))
         table.add_row(region.edge.name, f"{len(region.recommendation_latency_s):,}", *cells)
     return table
 
@@ -223,8 +216,7 @@ def _endpoint_table(outcome: DemoOutcome) -> Table:
     table.add_row("", "monitoring", f"{endpoints.nats_monitor}/jsz?streams=true")
     table.add_row("Tansu", "Kafka bootstrap", endpoints.kafka_bootstrap)
     table.add_row("redis-server", "session windows", endpoints.redis_url)
-    if endpoints.central_metrics is not None:
-        table.add_row("proxima central run", "latency monitor", endpoints.central_metrics)
+    table.add_row("proxima central run", "latency monitor", endpoints.central_metrics)
     pids = ", ".join(f"{name} {pid}" for name, pid in endpoints.pids.items() if pid is not None)
     table.caption = f"processes: {pids}"
     return table

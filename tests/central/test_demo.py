@@ -21,7 +21,6 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from central.cli import main
-from central.demo.central_service import supports_metrics_port
 from central.demo.runner import DemoOptions, run_demo
 from protocol.codec import decode_msgpack_event
 from protocol.subjects import EVENTS_STREAM, KAFKA_EVENTS_TOPIC
@@ -133,11 +132,10 @@ def test_demo_runs_the_pipeline_reports_it_and_stops_after_its_duration(tmp_path
     assert f"bundle {version} " in out and f"served by {', '.join(EDGES)}" in out
     assert table_row(out, "failed requests (not 2xx)") == [0, 0, 0]
     assert "Recommendation latency per region (ms)" in out
-    # calls, then p50/p95/p99 from the client, the edge and (when central runs the latency
-    # monitor) central: every figure measured, none missing
-    figures = 9 if supports_metrics_port() else 6
+    # calls, then p50/p95/p99 from the client, the edge and central's latency monitor: every
+    # figure measured, none missing
     for edge in EDGES:
-        assert re.search(rf"│ {edge}\s+│\s+[\d,]+ │(\s+\d+\.\d\d │){{{figures}}}", out), out
+        assert re.search(rf"│ {edge}\s+│\s+[\d,]+ │(\s+\d+\.\d\d │){{9}}", out), out
         assert f"{edge_url(out, edge)}/demo/" in out
     assert re.search(r"curl -s 'http://127\.0\.0\.1:\d+/v1/recommendations\?session_id=", out)
     assert "Duration reached: stopping." in out
