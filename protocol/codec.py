@@ -15,6 +15,7 @@ import msgpack
 
 from protocol.errors import EventError
 from protocol.events import (
+    EVENT_ID_PATTERN,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
@@ -55,6 +56,19 @@ def decode_msgpack_event(data: bytes) -> Event:
     if len(data) > MAX_EVENT_BYTES:
         raise EventError(f"an event is at most {MAX_EVENT_BYTES} bytes", code="event_too_large")
     return validate_event(_unpack(data))
+
+
+def event_id_of(data: bytes) -> str | None:
+    """The ``event_id`` of an encoded event that was validated before, without validating
+    the rest; None when the bytes do not read as an event map with a valid id."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except Exception:  # any malformed input: the caller decodes fully to say what is wrong
+        return None
+    event_id = raw.get("event_id") if isinstance(raw, dict) else None
+    if isinstance(event_id, str) and EVENT_ID_PATTERN.fullmatch(event_id):
+        return event_id
+    return None
 
 
 def decode_body(data: bytes, wire: WireFormat) -> DecodedBatch:

@@ -33,7 +33,7 @@ MAX_IMPRESSION_ITEMS: Final = 100
 MAX_CONTEXT_KEYS: Final = 16
 MAX_TS_MS: Final = 10**13  # year 2286: rejects seconds-vs-nanoseconds mix-ups
 
-_EVENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+EVENT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Lone surrogates (JSON allows "\ud800") cannot be encoded as UTF-8 for msgpack or a response.
@@ -109,7 +109,7 @@ def validate_event(raw: object) -> Event:
             raise EventError(f"unknown field {name[:64]!r}", code="unknown_field", field=name[:64])
 
     event_id = _required_str(raw, "event_id")
-    if not _EVENT_ID.fullmatch(event_id):
+    if not EVENT_ID_PATTERN.fullmatch(event_id):
         raise EventError(
             "event_id must be 8-64 characters of A-Z a-z 0-9 _ -",
             code="bad_event_id",

@@ -36,14 +36,16 @@ from typing import Any, Final, Literal
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import PubAck, StorageType, StreamConfig
-from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import APIError, NotFoundError
 
+from edge_node.uplink.acks import AckError, BatchAcks, NoStreamError, Outgoing
+from edge_node.uplink.acks import AckTimeoutError as BatchAckTimeout
 from edge_node.uplink.errors import SpoolClosedError, UplinkError
 from edge_node.uplink.spool import Record, Spool
 from edge_node.uplink.uplink import Uplink
 from protocol.bus import NatsSettings
-from protocol.codec import decode_msgpack_event
+from protocol.codec import decode_msgpack_event, event_id_of
 from protocol.errors import EventError
 from protocol.subjects import (
     DUPLICATE_WINDOW_S,
@@ -117,6 +119,7 @@ class _Connection:
 
     client: NatsClient
     jetstream: JetStreamContext
+    acks: BatchAcks
     lost: asyncio.Event
 
     @property
@@ -287,10 +290,13 @@ class EventPublisher:
         except BaseException:
             await client.close()
             raise
-        jetstream = client.jetstream(
-            timeout=self.ack_timeout_s, publish_async_max_pending=max(4000, 4 * self.batch)
-        )
-        return _Connection(client, jetstream, lost)
+        acks = BatchAcks(client, MSG_ID_HEADER)
+        try:
+            await acks.open()
+        except BaseException:
+            await client.close()
+            raise
+        return _Connection(client, client.jetstream(timeout=self.ack_timeout_s), acks, lost)
 
     def _use(self, connection: _Connection) -> None:
         self._connection = connection
@@ -406,54 +412,38 @@ class EventPublisher:
         finally:
             await _finish_commit(commit)
         self._published += len(acks)
-        self._duplicates += sum(1 for ack in acks if ack.duplicate)
+        self._duplicates += sum(acks)
         return records[-1].seq
 
-    async def _publish(self, connection: _Connection, records: Sequence[Record]) -> list[PubAck]:
-        futures: list[asyncio.Future[PubAck]] = []
-        try:
-            for record in records:
-                event_id = self._event_id(record)
-                if event_id is None:
-                    continue
-                if not connection.usable:
-                    raise PublishFailedError("the connection to NATS was lost")
-                futures.append(await connection.jetstream.publish_async(
-                    self.subject, record.payload,
-                    headers={MSG_ID_HEADER: event_id},
-                ))
-            return await self._wait_for_acks(futures, connection.lost)
-        except NoStreamResponseError:
-            self._stream_checked = not self.ensure_stream  # the stream may have to be made again
-            raise
-        finally:
-            for future in futures:
-                future.cancel()  # frees nats-py's slot of an ack that will not be awaited
-
-    async def _wait_for_acks(
-        self, futures: list[asyncio.Future[PubAck]], connection_lost: asyncio.Event
-    ) -> list[PubAck]:
-        if not futures:
-            return []
-        acks = asyncio.gather(*futures)
-        acks.add_done_callback(_retrieve_outcome)  # also when it ends cancelled or unawaited
-        lost = asyncio.ensure_future(connection_lost.wait())
-        waiters: list[asyncio.Future[Any]] = [acks, lost]
-        try:
-            done, _ = await asyncio.wait(
-                waiters, timeout=self.ack_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            lost.cancel()
-        if acks in done:
-            return acks.result()
-        acks.cancel()
-        if lost in done:
+    async def _publish(self, connection: _Connection, records: Sequence[Record]) -> list[bool]:
+        """Publishes the batch; returns per record whether JetStream had it already."""
+        batch = []
+        for record in records:
+            event_id = self._event_id(record)
+            if event_id is not None:
+                batch.append(Outgoing(record.seq, event_id, record.payload))
+        if not connection.usable:
             raise PublishFailedError("the connection to NATS was lost")
-        raise AckTimeoutError(f"no acknowledgement within {self.ack_timeout_s:g}s")
+        try:
+            return await connection.acks.publish(
+                self.subject, batch, self.ack_timeout_s, connection.lost
+            )
+        except NoStreamError as exc:
+            self._stream_checked = not self.ensure_stream  # the stream may have to be made again
+            raise PublishFailedError(str(exc)) from exc
+        except BatchAckTimeout as exc:
+            raise AckTimeoutError(str(exc)) from exc
+        except AckError as exc:
+            raise PublishFailedError(str(exc)) from exc
 
     def _event_id(self, record: Record) -> str | None:
-        """The record's event id, or None (counted once and logged) when it is no event."""
+        """The record's event id, or None (counted once and logged) when it is no event.
+
+        Records were validated when the edge accepted them; a full decode is only needed to
+        say what is wrong with one that no longer reads as an event."""
+        found = event_id_of(record.payload)
+        if found is not None:
+            return found
         try:
             return decode_msgpack_event(record.payload).event_id
         except EventError as exc:
@@ -485,7 +475,9 @@ class EventPublisher:
             if window is not None and window < DUPLICATE_WINDOW_S:
                 log.warning(
                     "publisher: the %s stream dedupes for %gs only (%gs expected)",
-                    EVENTS_STREAM, window, DUPLICATE_WINDOW_S,
+                    EVENTS_STREAM,
+                    window,
+                    DUPLICATE_WINDOW_S,
                 )
         self._stream_checked = True
 
