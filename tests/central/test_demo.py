@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -143,21 +144,30 @@ def test_demo_runs_the_pipeline_reports_it_and_stops_after_its_duration(tmp_path
     assert_nothing_left(tmp_path, out)
 
 
-def test_demo_serves_what_it_reports_until_ctrl_c(tmp_path: Path) -> None:
-    demo = subprocess.Popen(
-        [*DEMO, "--workdir", str(tmp_path)],
+def start_demo(workdir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*DEMO, "--workdir", str(workdir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def lines_until(demo: subprocess.Popen[str], last: Callable[[str], bool]) -> list[str]:
+    """The demo's output lines up to and including the first for which ``last`` holds."""
+    assert demo.stdout is not None
+    seen: list[str] = []
+    for line in demo.stdout:
+        seen.append(line)
+        if last(line):
+            break
+    return seen
+
+
+def test_demo_serves_what_it_reports_until_ctrl_c(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path)
     try:
-        assert demo.stdout is not None
-        seen: list[str] = []
-        for line in demo.stdout:
-            seen.append(line)
-            if "Edges are serving" in line:
-                break
-        out = "".join(seen)
+        out = "".join(lines_until(demo, lambda line: "Edges are serving" in line))
         assert "Edges are serving" in out, out + (demo.stderr.read() if demo.stderr else "")
         assert processes_inside(tmp_path), "the demo's children should be running"
 
@@ -188,19 +198,10 @@ def test_demo_serves_what_it_reports_until_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_demo_stopped_while_starting_stops_what_it_started(tmp_path: Path) -> None:
-    demo = subprocess.Popen(
-        [*DEMO, "--workdir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    demo = start_demo(tmp_path)
     try:
-        assert demo.stdout is not None
-        seen: list[str] = []
-        for line in demo.stdout:
-            seen.append(line)
-            if line.startswith("> [3/7]"):  # the servers run; central and the edges start
-                break
+        # Stopped at step 3: the servers run; central and the edges start.
+        seen = lines_until(demo, lambda line: line.startswith("> [3/7]"))
         assert seen and seen[-1].startswith("> [3/7]"), "".join(seen)
         assert processes_inside(tmp_path)
         demo.send_signal(signal.SIGTERM)
