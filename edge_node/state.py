@@ -39,9 +39,6 @@ def node_status(state: EdgeState) -> dict[str, Any]:
     canary = models.canary
     spool = state.uplink.spool
     publisher = state.publisher
-    metrics = state.metrics
-    metrics.canary_version.set(canary.model.version if canary else 0)
-    metrics.canary_percent.set(canary.percent if canary and not canary.shadow else 0)
     return {
         "ready": models.current is not None,
         "stale": models.stale,

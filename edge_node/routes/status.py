@@ -95,6 +95,9 @@ async def metrics(request: Request) -> Response:
     m.spool_pending_bytes.set(spool.pending_bytes)
     m.spool_pending_events.set(spool.pending_records)
     m.streams.set(state.streams.open_streams)
+    canary = state.models.canary
+    m.canary_version.set(canary.model.version if canary else 0)
+    m.canary_percent.set(canary.percent if canary and not canary.shadow else 0)
     if state.publisher is not None:
         published = state.publisher.status
         m.publish_lag.set(published.lag_s)
