@@ -2,7 +2,7 @@
 
 One run does everything (EVALUATION.md, "Performance: side by side, as ratios"):
 
-1. prepare: generate a synthetic shop log (:mod:`central.loggen`) and train a signed bundle
+1. prepare: generate a synthetic shop log (:mod:`devtools.loggen`) and train a signed bundle
    on it with a throwaway key (or take ``--bundle``/``--public-key``); fit the scikit-learn
    ``StandardScaler`` + ``MLPClassifier`` pipeline the trainer fits, on examples replayed
    through the same feature code, for the naive baseline; start a real redis-server;
@@ -76,7 +76,7 @@ from sklearn.preprocessing import StandardScaler
 
 from central.datasets import read_log
 from central.eventlog import EventLog, build_log
-from central.loggen import GeneratorConfig, generate_file
+from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.examples import build_examples
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from edge_node.metrics import STAGES

@@ -57,8 +57,8 @@ from pipeline_bridge import bridge_run, prepublish
 from pipeline_publish import process_cpu_seconds
 
 from central.datasets import read_log
-from central.localservers import KafkaBroker, NatsServer
-from central.loggen import GeneratorConfig, generate_file
+from devtools.localservers import KafkaBroker, NatsServer
+from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from central.trainer.publish import promote_regions, publish_bundle
 from protocol.bundle import build_bundle, read_bundle

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer
 
 from central.bridge import Bridge
 from central.kafka_settings import KafkaSettings
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import encode_msgpack
 from protocol.events import Event
 from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, MSG_ID_HEADER, events_subject

@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from central.localservers import NatsServer
+from devtools.localservers import NatsServer
 from edge_node.uplink import Spool, Uplink, UplinkConfig
 from edge_node.uplink.publisher import EventPublisher
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event, encode_msgpack
 from protocol.events import Event
 

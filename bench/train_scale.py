@@ -1,6 +1,6 @@
 """How the cost of training grows with the event log (EVALUATION.md, "Training").
 
-For each target size a synthetic shop log is generated with :mod:`central.loggen`, read
+For each target size a synthetic shop log is generated with :mod:`devtools.loggen`, read
 with :func:`central.datasets.read_log` and trained into a signed bundle with
 :func:`central.trainer.pipeline.train_bundle` (default settings, a throwaway key). Reported
 per size: events, sessions, items, read time, train+export time split by the pipeline's
@@ -84,7 +84,7 @@ def generate_log(target_events: int, path: Path, seed: int) -> dict[str, Any]:
     """Writes a log of about ``target_events`` events, sized from a pilot's events/session."""
     import io
 
-    from central.loggen import GeneratorConfig, generate, generate_file
+    from devtools.loggen import GeneratorConfig, generate, generate_file
 
     pilot = generate(io.StringIO(), GeneratorConfig(sessions=PILOT_SESSIONS, seed=seed + 1))
     sessions = max(1, round(target_events * pilot.sessions / pilot.events))

@@ -48,7 +48,7 @@ from central.bridge_forward import Counters, Forwarder, release
 from central.bridge_jetstream import BatchPuller, ensure_consumer, ensure_stream
 from central.errors import CentralError
 from central.kafka_settings import KafkaSettings, ensure_topics
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS
 
 log = logging.getLogger("proxima.central.bridge")

@@ -1,7 +1,7 @@
 """How to reach Kafka and which topics the event log lives in, plus creating those topics.
 
 :class:`KafkaSettings` is pure data turned into aiokafka options, like
-:class:`protocol.bus.NatsSettings` for NATS. :func:`ensure_topics` creates the events topic
+:class:`runtime.nats.NatsSettings` for NATS. :func:`ensure_topics` creates the events topic
 and its dead-letter topic when they are absent and leaves existing ones as they are.
 """
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from edge_node.errors import SettingsError
 from edge_node.uplink.uplink import FsyncPolicy
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.errors import ProtocolError
 from protocol.subjects import check_token
 

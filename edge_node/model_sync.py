@@ -40,7 +40,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from edge_node.bundle_cache import BundleCache
 from edge_node.model_store import Canary, ModelStore, Refusal
 from protocol.bundle import inspect_bundle
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.errors import ProtocolError
 from protocol.rollout import RolloutState
 from protocol.serving import ServingModel

@@ -20,7 +20,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NatsClient
 
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.rollout import Variant
 from protocol.subjects import telemetry_subject
 from protocol.telemetry import (

@@ -16,7 +16,7 @@ import nats
 import pytest
 from nats.js import JetStreamContext
 
-from central.localservers import KafkaBroker, NatsServer, NatsServerFactory, RedisServer
+from devtools.localservers import KafkaBroker, NatsServer, NatsServerFactory, RedisServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"

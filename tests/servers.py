@@ -1,8 +1,8 @@
-"""The local server processes the tests run; they live in :mod:`central.localservers`."""
+"""The local server processes the tests run; they live in :mod:`devtools.localservers`."""
 
 from __future__ import annotations
 
-from central.localservers import (
+from devtools.localservers import (
     DEFAULT_STARTUP_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
     LOCALHOST,

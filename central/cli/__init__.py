@@ -11,12 +11,12 @@ import click
 from central.cli.lazy import LazyGroup
 
 COMMANDS = {
-    "demo": "central.cli.demo:demo",
+    "demo": "devtools.demo.command:demo",
     "keys": "central.cli.keys:keys",
     "train": "central.cli.train:train",
     "bundle": "central.cli.bundle:bundle",
     "evaluate": "central.cli.evaluate:evaluate",
-    "generate": "central.cli.generate:generate",
+    "generate": "devtools.generate_command:generate",
     "edge": "central.cli.edge:edge",
     "central": "central.cli.central_group:central",
     "latency": "central.cli.latency:latency",

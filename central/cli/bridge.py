@@ -14,7 +14,7 @@ from central.bridge import Bridge
 from central.cli.errors import reported_errors
 from central.cli.options import kafka_option, nats_option
 from central.kafka_settings import KafkaSettings
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.subjects import KAFKA_EVENTS_TOPIC
 
 log = logging.getLogger("proxima.central.bridge")

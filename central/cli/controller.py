@@ -12,7 +12,7 @@ from central.cli.errors import reported_errors
 from central.cli.options import nats_option
 from central.monitor.service import LatencyMonitor, MonitorSettings
 from central.rollout.service import run_controller
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.central.controller")
 

@@ -18,7 +18,7 @@ from central.monitor.client import TelemetryListener, ask_monitor
 from central.monitor.errors import MonitorQueryError
 from central.monitor.query import LatencyQuery, parse_duration
 from central.monitor.view import render_summary
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.errors import ProtocolError
 from protocol.subjects import MONITOR_REQUEST_SUBJECT
 

@@ -27,7 +27,7 @@ from central.monitor.http import MetricsServer
 from central.rollout.service import run_controller
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.keys import load_private_key
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
 

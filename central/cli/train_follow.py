@@ -24,7 +24,7 @@ from central.cli.options import (
 from central.kafka_settings import KafkaSettings
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.keys import load_private_key
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
 

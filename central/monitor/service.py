@@ -40,7 +40,7 @@ from central.monitor.figures import latency_summary
 from central.monitor.metrics import MonitorMetrics
 from central.monitor.query import LatencyQuery
 from central.monitor.store import TelemetryStore
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.subjects import MONITOR_REQUEST_SUBJECT, TELEMETRY_SUBJECTS, telemetry_subject
 from protocol.telemetry import (
     TELEMETRY_INTERVAL_S,

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from central.monitor.store import TelemetryStore
 from central.rollout.controller import RolloutController
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.rollout")
 

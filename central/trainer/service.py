@@ -42,7 +42,7 @@ from central.trainer.gate import MAX_HR_LOSS
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.publish import DEFAULT_BUCKETS, KEEP_BUNDLES, Buckets
 from central.trainer.retrain import RetrainReport, RetrainSettings, retrain
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event
 from protocol.errors import EventError
 from protocol.events import Event

@@ -44,7 +44,7 @@ from edge_node.uplink.acks import AckTimeoutError as BatchAckTimeout
 from edge_node.uplink.errors import SpoolClosedError, UplinkError
 from edge_node.uplink.spool import Record, Spool
 from edge_node.uplink.uplink import Uplink
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event, event_id_of
 from protocol.errors import EventError
 from protocol.subjects import (

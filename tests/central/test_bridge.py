@@ -33,7 +33,7 @@ from central.bridge import Bridge, IdempotenceUnsupportedError
 from central.bridge_jetstream import ensure_stream
 from central.cli.bridge import bridge as bridge_command
 from central.kafka_settings import KafkaSettings, KafkaSettingsError, ensure_topics
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import encode_msgpack
 from protocol.events import MAX_EVENT_BYTES, Event
 from protocol.subjects import (

@@ -14,7 +14,7 @@ import nats
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from central.localservers import KafkaBroker, NatsServer
+from devtools.localservers import KafkaBroker, NatsServer
 from protocol.codec import encode_msgpack
 from protocol.events import Event
 from protocol.keys import write_keypair

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from central.cli import main
 from central.datasets import read_log
-from central.loggen import HEADER, GeneratorConfig, generate_file
+from devtools.loggen import HEADER, GeneratorConfig, generate_file
 from protocol.bundle import inspect_bundle
 from protocol.keys import PRIVATE_KEY_FILENAME, PUBLIC_KEY_FILENAME, load_private_key
 

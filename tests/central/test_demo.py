@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from central.cli import main
-from central.demo.runner import DemoOptions, run_demo
+from devtools.demo.runner import DemoOptions, run_demo
 from protocol.codec import decode_msgpack_event
 from protocol.subjects import EVENTS_STREAM, KAFKA_EVENTS_TOPIC
 

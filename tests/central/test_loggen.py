@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from central.datasets import read_log
-from central.loggen import (
+from devtools.loggen import (
     DAY_MS,
     EVENT_TYPE_NAMES,
     HEADER,

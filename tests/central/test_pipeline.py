@@ -10,7 +10,7 @@ import pytest
 from central.datasets import read_log
 from central.errors import TrainingError
 from central.eventlog import EventLog, build_log
-from central.loggen import GeneratorConfig, generate_file
+from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import (
     FP32_PART,
     INT8_MAX_HR_LOSS,

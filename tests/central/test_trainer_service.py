@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from nats.js.client import JetStreamContext
 
 from central.kafka_settings import KafkaSettings
-from central.loggen import GeneratorConfig, generate
+from devtools.loggen import GeneratorConfig, generate
 from central.trainer.eventstore import EventStore
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from central.trainer.publish import (
@@ -36,7 +36,7 @@ from central.trainer.publish import (
 )
 from central.trainer.service import EVENTS_DIR, TrainerService, TrainerServiceConfig, TrainerStatus
 from protocol.bundle import read_bundle
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import encode_msgpack
 from protocol.events import Event
 from protocol.keys import generate_keypair, load_public_key

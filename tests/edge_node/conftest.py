@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from central.datasets import read_log
-from central.loggen import GeneratorConfig, generate_file
+from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from edge_node.app import create_app
 from edge_node.config import EdgeSettings

@@ -22,7 +22,7 @@ from edge_node.bundle_cache import BundleCache
 from edge_node.model_store import ModelStore
 from edge_node.model_sync import ModelSync, SyncTiming
 from protocol.bundle import PART_PREFIX, build_bundle, read_bundle
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.keys import load_private_key, load_public_key, write_keypair
 from protocol.rollout import RolloutState
 from protocol.subjects import MODELS_BUCKET, ROLLOUT_BUCKET, bundle_object_name

@@ -15,7 +15,7 @@ from edge_node.telemetry import (
     TelemetryRecorder,
     variant_of_request,
 )
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.keys import load_public_key
 from protocol.telemetry import TelemetryReport, decode_report
 from tests.edge_node.conftest import EdgeFactory, Keys

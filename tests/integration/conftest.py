@@ -34,7 +34,7 @@ from central.bridge import Bridge
 from central.kafka_settings import KafkaSettings, ensure_topics
 from edge_node.config import EdgeSettings
 from edge_node.model_store import ModelStore
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event
 from protocol.subjects import KAFKA_EVENTS_TOPIC
 from tests.edge_node import conftest as edge_fixtures

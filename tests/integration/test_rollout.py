@@ -33,7 +33,7 @@ from central.rollout.operations import RolloutRequest, start_rollout
 from central.rollout.plan import Guardrails, RolloutPlan
 from central.rollout.store import audit_entries, read_plan
 from central.trainer.publish import promote_regions, publish_bundle
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.keys import load_private_key
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.edge_node.test_model_sync import corrupt_a_part, resign_bundle

@@ -9,7 +9,7 @@ import pytest
 
 from central.datasets import read_log
 from central.eventlog import build_log
-from central.loggen import GeneratorConfig, generate_file
+from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.tables import build_tables
 from protocol import features
 from protocol.candidates import CandidateConfig, Candidates, generate

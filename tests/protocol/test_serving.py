@@ -8,7 +8,7 @@ import pytest
 
 from central.datasets import read_log
 from central.eventlog import EventLog
-from central.loggen import GeneratorConfig, generate_file
+from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from model_export.pack import pack_bundle
 from protocol import candidates as candidate_generation

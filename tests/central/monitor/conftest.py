@@ -11,7 +11,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from central.monitor.service import LatencyMonitor, MonitorSettings
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.subjects import telemetry_subject
 from protocol.telemetry import TelemetryReport
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from nats.aio.client import Client as NatsClient
 
 from central.cli import main
-from central.localservers import NatsServerFactory
+from devtools.localservers import NatsServerFactory
 from central.monitor.service import LatencyMonitor
 from tests.central.monitor.conftest import eventually, publish
 from tests.central.monitor.reports import repeated, report, variant

@@ -59,7 +59,7 @@ import pytest
 from click.testing import CliRunner
 
 from central.cli import main
-from central.localservers import NatsServerFactory, pick_free_port
+from devtools.localservers import NatsServerFactory, pick_free_port
 from central.monitor.service import LatencyMonitor
 from tests.central.monitor.conftest import EVENTUALLY_S, start_monitor
 from tests.edge_node import conftest as edge_fixtures

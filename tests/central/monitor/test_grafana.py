@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from central.monitor.service import LatencyMonitor, MonitorSettings
 from edge_node.metrics import EdgeMetrics
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy/edge/grafana/proxima-edge.json"
 

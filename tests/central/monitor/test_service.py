@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from central.localservers import NatsServerFactory
+from devtools.localservers import NatsServerFactory
 from central.monitor.errors import MonitorSettingsError
 from central.monitor.http import MetricsServer
 from central.monitor.query import LatencyQuery

@@ -16,7 +16,7 @@ from nats.js.errors import NotFoundError
 
 from edge_node.uplink import Uplink, UplinkConfig, UplinkUnavailableError
 from edge_node.uplink.publisher import Backoff, EventPublisher, PublisherError
-from protocol.bus import NatsSettings
+from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event, encode_msgpack
 from protocol.events import Event
 from protocol.subjects import DUPLICATE_WINDOW_S, EVENTS_STREAM, MSG_ID_HEADER, events_subject

@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from central.demo.edges import EdgeAddress
-from central.demo.errors import DemoError
-from central.demo.side_by_side import RegionTask, run_side_by_side
+from devtools.demo.edges import EdgeAddress
+from devtools.demo.errors import DemoError
+from devtools.demo.side_by_side import RegionTask, run_side_by_side
 from central.eventlog import EventLog
 
 REPLAY_ID_PREFIX = "live-"

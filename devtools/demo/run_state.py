@@ -9,18 +9,18 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from central.demo import DEFAULT_SESSIONS
-from central.demo.bus import BusWatch, StreamCounts, TopicCounts
-from central.demo.central_service import CentralProcess
-from central.demo.edges import EdgeProcess
-from central.demo.errors import DemoError
-from central.demo.history import HistoryReport
-from central.demo.latency import Percentiles
-from central.demo.progress import StepPrinter
-from central.demo.replay import ReplayReport
-from central.demo.shop import ShopLog, SigningKeys
-from central.demo.signals import StopSignals
-from central.localservers import (
+from devtools.demo import DEFAULT_SESSIONS
+from devtools.demo.bus import BusWatch, StreamCounts, TopicCounts
+from devtools.demo.central_service import CentralProcess
+from devtools.demo.edges import EdgeProcess
+from devtools.demo.errors import DemoError
+from devtools.demo.history import HistoryReport
+from devtools.demo.latency import Percentiles
+from devtools.demo.progress import StepPrinter
+from devtools.demo.replay import ReplayReport
+from devtools.demo.shop import ShopLog, SigningKeys
+from devtools.demo.signals import StopSignals
+from devtools.localservers import (
     KafkaBroker,
     NatsServer,
     RedisServer,

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
-from central.demo.errors import StopRequested
+from devtools.demo.errors import StopRequested
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from central.localservers import LOCALHOST, ServerProcess, pick_free_port
+from devtools.localservers import LOCALHOST, ServerProcess, pick_free_port
 
 EDGE_STARTUP_TIMEOUT_S = 60.0
 _READY_PROBE_TIMEOUT_S = 1.0

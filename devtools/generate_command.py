@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from central.cli.errors import CommandError, reported_errors
-from central.loggen import GeneratorConfig, generate_file
-from central.loggen import generate as generate_log
+from devtools.loggen import GeneratorConfig, generate_file
+from devtools.loggen import generate as generate_log
 
 
 @click.command()

@@ -4,7 +4,7 @@ Starts real servers (nats-server with JetStream, a Kafka-protocol broker, redis-
 central service and two edge nodes as child processes in a temporary directory; sends a
 synthetic shop's history through the edges, follows the events to Kafka, waits for the
 trainer's first bundle to reach both edges, replays the held-back sessions and reports what
-happened. :mod:`central.demo.steps` holds the steps. This module stays light so the
+happened. :mod:`devtools.demo.steps` holds the steps. This module stays light so the
 command line can describe the command without importing it.
 """
 

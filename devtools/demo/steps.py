@@ -13,16 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from central.demo.bus import BusWatch
-from central.demo.central_service import CentralInputs, CentralProcess
-from central.demo.edges import EdgeInputs, EdgeProcess, served_version
-from central.demo.errors import DemoError
-from central.demo.history import send_history
-from central.demo.latency import Percentiles, fetch_metrics, monitor_percentiles
-from central.demo.replay import replay_sessions
-from central.demo.run_state import DemoRun, PipelineCounts
-from central.demo.shop import generate_shop, make_keys
-from central.localservers import KafkaBroker, NatsServer, RedisServer
+from devtools.demo.bus import BusWatch
+from devtools.demo.central_service import CentralInputs, CentralProcess
+from devtools.demo.edges import EdgeInputs, EdgeProcess, served_version
+from devtools.demo.errors import DemoError
+from devtools.demo.history import send_history
+from devtools.demo.latency import Percentiles, fetch_metrics, monitor_percentiles
+from devtools.demo.replay import replay_sessions
+from devtools.demo.run_state import DemoRun, PipelineCounts
+from devtools.demo.shop import generate_shop, make_keys
+from devtools.localservers import KafkaBroker, NatsServer, RedisServer
 from edge_node.rules import RuleSet
 from protocol.telemetry import TELEMETRY_INTERVAL_S
 

@@ -1,4 +1,4 @@
-"""Runs the demo's steps (:mod:`central.demo.steps`), prints the summary, serves until
+"""Runs the demo's steps (:mod:`devtools.demo.steps`), prints the summary, serves until
 stopped, and cleans up.
 
 Every process a step starts is registered for cleanup before it is started, so whatever
@@ -17,14 +17,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from central.demo.errors import DemoError, DemoInterrupted, StopRequested
-from central.demo.latency import edge_answer_percentiles
-from central.demo.progress import StepPrinter
-from central.demo.run_state import DemoOptions, DemoRun, describe
-from central.demo.signals import StopSignals
-from central.demo.steps import STEPS
-from central.demo.summary import DemoOutcome, Endpoints, print_summary
-from central.localservers import ServerBinaryNotFoundError, ServerStartupError
+from devtools.demo.errors import DemoError, DemoInterrupted, StopRequested
+from devtools.demo.latency import edge_answer_percentiles
+from devtools.demo.progress import StepPrinter
+from devtools.demo.run_state import DemoOptions, DemoRun, describe
+from devtools.demo.signals import StopSignals
+from devtools.demo.steps import STEPS
+from devtools.demo.summary import DemoOutcome, Endpoints, print_summary
+from devtools.localservers import ServerBinaryNotFoundError, ServerStartupError
 
 _WATCH_INTERVAL_S = 0.2
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from central.demo.edges import child_environment
-from central.localservers import LOCALHOST, ServerProcess, pick_free_port
+from devtools.demo.edges import child_environment
+from devtools.localservers import LOCALHOST, ServerProcess, pick_free_port
 
 CENTRAL_STARTUP_TIMEOUT_S = 90.0  # imports the trainer's libraries, joins NATS and Kafka
 CENTRAL_STOP_TIMEOUT_S = 20.0  # a training under way is finished before it exits

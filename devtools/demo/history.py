@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from central.demo.edges import EdgeAddress
-from central.demo.errors import DemoError
-from central.demo.replay import route_sessions
-from central.demo.side_by_side import RegionTask, run_side_by_side
+from devtools.demo.edges import EdgeAddress
+from devtools.demo.errors import DemoError
+from devtools.demo.replay import route_sessions
+from devtools.demo.side_by_side import RegionTask, run_side_by_side
 from central.eventlog import EventLog
 
 HISTORY_ID_PREFIX = "past-"

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from central.demo.history import HistoryReport, RegionIngest
-from central.demo.latency import MONITOR_STAGE, QUANTILES, Percentiles, sample_percentiles
-from central.demo.replay import RegionTraffic, ReplayReport
-from central.demo.run_state import PipelineCounts
-from central.demo.shop import ShopLog
+from devtools.demo.history import HistoryReport, RegionIngest
+from devtools.demo.latency import MONITOR_STAGE, QUANTILES, Percentiles, sample_percentiles
+from devtools.demo.replay import RegionTraffic, ReplayReport
+from devtools.demo.run_state import PipelineCounts
+from devtools.demo.shop import ShopLog
 from protocol.bundle import Bundle
 
 STOREFRONT_PATH = "/demo/"

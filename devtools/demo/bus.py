@@ -28,7 +28,7 @@ from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from central.demo.errors import DemoError
+from devtools.demo.errors import DemoError
 from central.trainer.publish import (
     PublishError,
     current_rollout,

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from central.cli.errors import reported_errors
-from central.demo import DEFAULT_SESSIONS
+from devtools.demo import DEFAULT_SESSIONS
 
 INTERRUPTED_EXIT_STATUS = 130  # the shell's convention for a command ended by SIGINT
 _PIPE_WIDTH = 120  # rich assumes 80 columns when not on a terminal; the tables need more
@@ -54,8 +54,8 @@ def demo(
     Everything it starts is stopped when it ends, by Ctrl-C, SIGTERM, --duration or an
     error, and its working directory is removed.
     """
-    from central.demo.errors import DemoInterrupted, StopRequested
-    from central.demo.runner import DemoOptions, run_demo
+    from devtools.demo.errors import DemoInterrupted, StopRequested
+    from devtools.demo.runner import DemoOptions, run_demo
 
     console = Console(highlight=False)
     if not console.is_terminal:
