@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import ProtocolError
+from runtime.settings import setting
 
 
 class BusSettingsError(ProtocolError):
@@ -75,3 +76,12 @@ class NatsSettings:
                 context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
             options["tls"] = context
         return options
+
+
+def nats_url_setting(help_suffix: str = "") -> Any:
+    """The ``--nats`` field of every service's settings, declared once."""
+    return setting(
+        "nats://127.0.0.1:4222",
+        flag="--nats",
+        help=f"NATS server URL(s), comma-separated{help_suffix}.",
+    )

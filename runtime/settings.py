@@ -214,7 +214,9 @@ def _to_type(hint: Any, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
             raise TypeError("must be a list")
-        return tuple(str(i).strip() for i in items if str(i).strip())
+        element = get_args(hint)[0] if get_args(hint) else str
+        stripped = [i.strip() if isinstance(i, str) else i for i in items]
+        return tuple(_to_type(element, i) for i in stripped if i != "")
     if hint is bool:
         if isinstance(value, bool):
             return value

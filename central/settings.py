@@ -1,0 +1,204 @@
+"""The central services' settings: one frozen dataclass per role, one TOML table each.
+
+``[bridge]`` :class:`BridgeSettings`, ``[trainer]`` :class:`TrainerSettings`,
+``[monitor]`` :class:`MonitorRoleSettings`, ``[rollout]`` :class:`RolloutSettings`. A field
+that several roles share (``nats_url``, ``kafka_bootstrap``, ``regions``) is declared once
+below and means the same everywhere, so ``proxima central run``, ``central bridge``,
+``central train --follow`` and ``central controller`` cannot drift apart: their flags,
+defaults and ranges are generated from these classes (:func:`runtime.settings.settings_options`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import ProtocolError
+from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
+from runtime.nats import NatsSettings, nats_url_setting
+from runtime.settings import SettingsError, check_ranges, setting
+
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+
+
+def _kafka_setting() -> Any:
+    return setting(
+        DEFAULT_KAFKA_BOOTSTRAP,
+        flag="--kafka",
+        help="Kafka bootstrap servers, HOST:PORT comma-separated.",
+    )
+
+
+def _topic_setting() -> Any:
+    return setting(
+        KAFKA_EVENTS_TOPIC, help="Kafka topic for events; invalid messages go to TOPIC.dlq."
+    )
+
+
+def _partitions_setting() -> Any:
+    return setting(
+        6, min=1, max=10_000, help="Partitions of the events topic when the bridge creates it."
+    )
+
+
+def _regions_setting() -> Any:
+    return setting(
+        (),
+        help="Regions, comma-separated, whose stable bundle each published bundle becomes "
+        "(or where it is rolled out, with --canary-steps). Empty: publish only.",
+    )
+
+
+def _check_regions(regions: tuple[str, ...]) -> None:
+    for region in regions:
+        try:
+            check_token(region, "region")
+        except ProtocolError as exc:
+            raise SettingsError(exc.message, field="regions") from exc
+
+
+def _nats(url: str, name: str) -> NatsSettings:
+    try:
+        return NatsSettings.from_url(url, name=name)
+    except ProtocolError as exc:
+        raise SettingsError(exc.message, field="nats_url") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeSettings:
+    nats_url: str = nats_url_setting()
+    kafka_bootstrap: str = _kafka_setting()
+    topic: str = _topic_setting()
+    partitions: int = _partitions_setting()
+    replication_factor: int = setting(
+        1, min=1, max=100, help="Replication factor of the topics when the bridge creates them."
+    )
+    idempotence: bool = setting(
+        True,
+        help="Idempotent Kafka producer; turn off for brokers that refuse it (such as Tansu).",
+    )
+    durable: str = setting(
+        "proxima-bridge",
+        help="Name of the durable JetStream consumer; bridges sharing it share the work.",
+    )
+    batch: int = setting(500, min=1, max=10_000, help="Messages pulled and produced per round.")
+    ack_wait_s: float = setting(
+        60.0,
+        min=1.0,
+        max=3600.0,
+        duration=True,
+        flag="--ack-wait",
+        help="How long before JetStream redelivers a message the bridge did not acknowledge.",
+    )
+    status_every_s: float = setting(
+        30.0,
+        min=0.0,
+        duration=True,
+        flag="--status-every",
+        help="Log counters and lag this often (0: never).",
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    def nats_settings(self) -> NatsSettings:
+        return _nats(self.nats_url, "proxima-bridge")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainerSettings:
+    nats_url: str = nats_url_setting(": bundles and rollout records go there")
+    kafka_bootstrap: str = _kafka_setting()
+    topic: str = _topic_setting()
+    signing_key: Path | None = setting(
+        None, help="Private key that signs bundles (see 'proxima keys generate')."
+    )
+    regions: tuple[str, ...] = _regions_setting()
+    state_dir: Path = setting(
+        Path("./proxima-trainer"),
+        help="Where the recent event log and the training state are kept across restarts.",
+    )
+    retrain_events: int = setting(50_000, min=1, help="Retrain after this many new events.")
+    retrain_interval_s: float = setting(
+        3600.0,
+        min=1.0,
+        duration=True,
+        flag="--retrain-interval",
+        help="Retrain after this long, when any new event arrived.",
+    )
+    min_events: int = setting(10_000, min=1, help="Do not train on fewer events than this.")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        _check_regions(self.regions)
+
+    def nats_settings(self) -> NatsSettings:
+        return _nats(self.nats_url, "proxima-trainer")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorRoleSettings:
+    nats_url: str = nats_url_setting()
+    metrics_port: int | None = setting(
+        None, min=1, max=65535, help="Serve central's Prometheus metrics on this port."
+    )
+    metrics_host: str = setting("127.0.0.1", help="Address the metrics port listens on.")
+    retention_s: float = setting(
+        900.0,
+        min=1.0,
+        duration=True,
+        flag="--retention",
+        help="How much telemetry the monitor keeps (and answers over).",
+    )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    def nats_settings(self) -> NatsSettings:
+        return _nats(self.nats_url, "proxima-monitor")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RolloutSettings:
+    nats_url: str = nats_url_setting()
+    rollout_tick_s: float = setting(
+        1.0,
+        min=0.05,
+        max=60.0,
+        duration=True,
+        flag="--rollout-tick",
+        help="Time between two looks of the rollout controller at the active rollouts.",
+    )
+    canary_steps: tuple[int, ...] = setting(
+        (),
+        help="Roll each new bundle out in these canary percent steps (e.g. 5,25,50,100) "
+        "instead of promoting it at once.",
+    )
+    canary_interval_s: float = setting(
+        600.0, min=0.0, min_open=True, duration=True, flag="--canary-interval",
+        help="How long each canary step runs.",
+    )  # fmt: skip
+    canary_max_p99_ms: float | None = setting(
+        None, min=0.0, min_open=True, help="Roll back a canary whose p99 answer time is above this."
+    )
+    canary_max_error_rate: float = setting(
+        0.01, min=0.0, max=1.0, help="Roll back a canary failing more often."
+    )
+    canary_min_ctr_ratio: float | None = setting(
+        None,
+        min=0.0,
+        min_open=True,
+        help="Roll back a canary whose CTR is confidently below this ratio of stable's.",
+    )
+    canary_min_requests: int = setting(100, min=0, help="Canary answers a step needs to advance.")
+    canary_shadow: bool = setting(False, help="Score each new bundle unseen for one step first.")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        for percent in self.canary_steps:
+            if not 0 <= percent <= 100:
+                raise SettingsError("canary_steps are percentages 0-100", field="canary_steps")
+
+    def nats_settings(self) -> NatsSettings:
+        return _nats(self.nats_url, "proxima-rollout")
