@@ -145,4 +145,4 @@ def _warm_up(model: ServingModel) -> None:
             )
         )
     for _ in range(3):
-        model.rank(window, 20)
+        model.rank(window, 20, int(time.time() * 1000))

@@ -9,6 +9,7 @@ candidates at once; the only Python loops run over the session's own (≤ window
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 from typing import Final
 
 import numpy as np
@@ -19,62 +20,87 @@ from protocol.tables import CandidateTables, Floats, Ints
 from protocol.window import ADD_TO_CART, CLICK, PURCHASE, SEARCH, VIEW, SessionWindow
 
 FEATURE_SCHEMA_VERSION: Final = 1
-FEATURE_NAMES: Final[tuple[str, ...]] = (
-    "covis",  # recency-weighted co-visitation score, log1p
-    "covis_share",  # covis / the best covis among the candidates
-    "covis_rank",  # 1 / rank by covis among the candidates (0 when no co-visitation)
-    "covis_last_share",  # co-visitation with the last item / its best
-    "sknn",  # neighbour-session score, log1p
-    "sknn_share",
-    "sknn_rank",
-    "pop_all",  # log1p of the item's events in the training log
-    "pop_recent",  # log1p of its events in the log's last days
-    "pop_recent_share",  # pop_recent / the best pop_recent among the candidates
-    "in_session",  # 1 when the session has seen the item
-    "session_count",  # how often the session saw the item, log1p
-    "session_recency",  # 1 / recency rank of the item among the session's items
-    "is_last_item",
-    "since_seen",  # log1p seconds since the session last saw it (sentinel when never)
-    "category_share",  # share of the session's events in the item's category
-    "same_category_as_last",
-    "in_cart",
-    "price_ratio",  # log(price / session mean price), 0 when either is unknown
-    "has_price",
-    "session_events",  # log1p events in the window
-    "session_items",  # log1p distinct items in the window
-    "session_age",  # log1p seconds from the window's first event to now
-    "views",
-    "clicks",
-    "carts",
-    "purchases",
-    "searches",
-)
+
+
+class Column(IntEnum):
+    """The ranker's feature columns, by name, in matrix order.
+
+    This is the fixed, versioned list: adding, removing, renaming or renumbering a column
+    changes ``FEATURE_SCHEMA_VERSION``. Address columns by these names, never by number.
+    """
+
+    covis = 0  # recency-weighted co-visitation score, log1p
+    covis_share = 1  # covis / the best covis among the candidates
+    covis_rank = 2  # 1 / rank by covis among the candidates (0 when no co-visitation)
+    covis_last_share = 3  # co-visitation with the last item / its best
+    sknn = 4  # neighbour-session score, log1p
+    sknn_share = 5
+    sknn_rank = 6
+    pop_all = 7  # log1p of the item's events in the training log
+    pop_recent = 8  # log1p of its events in the log's last days
+    pop_recent_share = 9  # pop_recent / the best pop_recent among the candidates
+    in_session = 10  # 1 when the session has seen the item
+    session_count = 11  # how often the session saw the item, log1p
+    session_recency = 12  # 1 / recency rank of the item among the session's items
+    is_last_item = 13
+    since_seen = 14  # log1p seconds since the session last saw it (sentinel when never)
+    category_share = 15  # share of the session's events in the item's category
+    same_category_as_last = 16
+    in_cart = 17
+    price_ratio = 18  # log(price / session mean price), 0 when either is unknown
+    has_price = 19
+    session_events = 20  # log1p events in the window
+    session_items = 21  # log1p distinct items in the window
+    session_age = 22  # log1p seconds from the window's first event to now
+    views = 23
+    clicks = 24
+    carts = 25
+    purchases = 26
+    searches = 27
+
+
+FEATURE_NAMES: Final[tuple[str, ...]] = tuple(column.name for column in Column)
 N_FEATURES: Final = len(FEATURE_NAMES)
+
+
+# Columns that move with the clock; the others depend only on the window and the tables.
+CLOCK_COLUMNS: Final = (Column.since_seen, Column.session_age)
+_TYPE_COLUMNS: Final = (
+    (Column.views, VIEW),
+    (Column.clicks, CLICK),
+    (Column.carts, ADD_TO_CART),
+    (Column.purchases, PURCHASE),
+    (Column.searches, SEARCH),
+)
 
 
 def compute(
     window: SessionWindow,
     candidates: Candidates,
     tables: CandidateTables,
-    now_ms: int | None = None,
+    now_ms: int,
 ) -> npt.NDArray[np.float32]:
-    """Feature matrix ``[len(candidates), N_FEATURES]`` in ``FEATURE_NAMES`` order."""
+    """Feature matrix ``[len(candidates), N_FEATURES]`` in ``Column`` order, as of ``now_ms``.
+
+    Which time ``now_ms`` is (the event's or the request's) is the policy of
+    :mod:`protocol.featurize`, the one caller that composes candidates and features.
+    """
     items = candidates.items
     n = items.shape[0]
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
     if n == 0:
         return out
-    out[:, 0] = np.log1p(candidates.covis)
-    out[:, 1] = _share(candidates.covis)
-    out[:, 2] = _inverse_rank(candidates.covis)
-    out[:, 3] = _share(candidates.covis_last)
-    out[:, 4] = np.log1p(candidates.sknn)
-    out[:, 5] = _share(candidates.sknn)
-    out[:, 6] = _inverse_rank(candidates.sknn)
+    out[:, Column.covis] = np.log1p(candidates.covis)
+    out[:, Column.covis_share] = _share(candidates.covis)
+    out[:, Column.covis_rank] = _inverse_rank(candidates.covis)
+    out[:, Column.covis_last_share] = _share(candidates.covis_last)
+    out[:, Column.sknn] = np.log1p(candidates.sknn)
+    out[:, Column.sknn_share] = _share(candidates.sknn)
+    out[:, Column.sknn_rank] = _inverse_rank(candidates.sknn)
     pop_recent = tables.pop_recent[items]
-    out[:, 7] = np.log1p(tables.pop_all[items])
-    out[:, 8] = np.log1p(pop_recent)
-    out[:, 9] = _share(pop_recent)
+    out[:, Column.pop_all] = np.log1p(tables.pop_all[items])
+    out[:, Column.pop_recent] = np.log1p(pop_recent)
+    out[:, Column.pop_recent_share] = _share(pop_recent)
 
     if candidates.session_items.shape[0]:
         _session_item_features(out, window, candidates, tables)
@@ -83,25 +109,24 @@ def compute(
     categories = tables.category[items]
     n_events = len(window)
     if window.category_counts and n_events:
-        out[:, 15] = _per_category(window, tables, categories) / n_events
+        out[:, Column.category_share] = _per_category(window, tables, categories) / n_events
         last = window.last_item
         last_index = tables.item_index.get(last) if last is not None else None
         if last_index is not None and tables.category[last_index] >= 0:
-            out[:, 16] = categories == tables.category[last_index]
+            out[:, Column.same_category_as_last] = categories == tables.category[last_index]
 
     prices = tables.price[items]
     session_price = _mean_price(window)
     if session_price is not None:
         known = np.isfinite(prices) & (prices > 0)
-        out[:, 18] = np.where(known, np.log(np.where(known, prices, 1.0) / session_price), 0.0)
-    out[:, 19] = np.isfinite(prices)
+        ratio = np.log(np.where(known, prices, 1.0) / session_price)
+        out[:, Column.price_ratio] = np.where(known, ratio, 0.0)
+    out[:, Column.has_price] = np.isfinite(prices)
 
     counts = window.type_counts
-    out[:, 20] = math.log1p(n_events)
-    out[:, 21] = math.log1p(len(window.item_counts))
-    for column, type_code in zip(
-        range(23, 28), (VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH), strict=True
-    ):
+    out[:, Column.session_events] = math.log1p(n_events)
+    out[:, Column.session_items] = math.log1p(len(window.item_counts))
+    for column, type_code in _TYPE_COLUMNS:
         out[:, column] = math.log1p(counts[type_code])
     return out
 
@@ -111,15 +136,17 @@ def refresh_clock(
     window: SessionWindow,
     candidates: Candidates,
     tables: CandidateTables,
-    now_ms: int | None,
+    now_ms: int,
 ) -> None:
-    """(Re)computes the columns that move with the clock: ``since_seen``, ``session_age``.
+    """(Re)computes the :data:`CLOCK_COLUMNS` of ``out`` as of ``now_ms``.
 
     The rest of a row depends only on the window and the tables, so a server may keep a
     matrix while the window is unchanged and refresh just these before scoring it again.
+    A ``now_ms`` before the window's last event counts as that event's time: a clock
+    behind the one that stamped the window must not make ages negative.
     """
-    now = max(now_ms or 0, window.last_ts or 0)
-    out[:, 14] = math.log1p(window.config.span_ms / 1000.0) + 1.0
+    now = max(now_ms, window.last_ts or 0)
+    out[:, Column.since_seen] = math.log1p(window.config.span_ms / 1000.0) + 1.0
     session = candidates.session_items
     if session.shape[0]:
         names = [tables.item_ids[i] for i in session]
@@ -128,9 +155,11 @@ def refresh_clock(
             ((now - last_seen[name]) / 1000.0 for name in names), np.float32, len(names)
         )
         rows, source = candidates.session_rows, candidates.session_ranks
-        out[rows, 14] = np.log1p(np.maximum(seen_ago[source], 0.0))
+        out[rows, Column.since_seen] = np.log1p(np.maximum(seen_ago[source], 0.0))
     first_ts = window.first_ts
-    out[:, 22] = math.log1p(max(0, now - first_ts) / 1000.0) if first_ts is not None else 0.0
+    out[:, Column.session_age] = (
+        math.log1p(max(0, now - first_ts) / 1000.0) if first_ts is not None else 0.0
+    )
 
 
 def _session_item_features(
@@ -144,11 +173,11 @@ def _session_item_features(
     carted = np.fromiter((name in window.carted for name in names), np.float32, len(names))
     recency = 1.0 / np.arange(1, len(names) + 1, dtype=np.float32)
     rows, source = candidates.session_rows, candidates.session_ranks
-    out[rows, 10] = 1.0
-    out[rows, 11] = np.log1p(counts[source])
-    out[rows, 12] = recency[source]
-    out[rows, 13] = source == 0
-    out[rows, 17] = carted[source]
+    out[rows, Column.in_session] = 1.0
+    out[rows, Column.session_count] = np.log1p(counts[source])
+    out[rows, Column.session_recency] = recency[source]
+    out[rows, Column.is_last_item] = source == 0
+    out[rows, Column.in_cart] = carted[source]
 
 
 def _per_category(window: SessionWindow, tables: CandidateTables, categories: Ints) -> Floats:

@@ -2,12 +2,12 @@
 
 The edge serves through :meth:`ServingModel.rank` and the offline evaluation scores
 bundles through the very same method, so what is measured offline is what is served.
+Candidates and feature rows come from :mod:`protocol.featurize`, as the trainer's do.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,14 +15,16 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from protocol import candidates as candidate_generation
 from protocol import features
 from protocol.bundle import Bundle, Manifest
-from protocol.candidates import CandidateConfig, Candidates
+from protocol.candidates import CandidateConfig
 from protocol.errors import ManifestError
+from protocol.featurize import RankCache, featurize
 from protocol.ranker import OnnxRanker
 from protocol.tables import CandidateTables
 from protocol.window import SessionWindow, WindowConfig
+
+__all__ = ["Precision", "RankCache", "Ranking", "ServingModel"]
 
 Precision = Literal["serve", "fp32", "int8"]
 
@@ -110,24 +112,23 @@ class ServingModel:
             manifest=manifest,
         )
 
-    def rank(self, window: SessionWindow, k: int, now_ms: int | None = None) -> Ranking:
+    def rank(self, window: SessionWindow, k: int, now_ms: int) -> Ranking:
+        """The ``k`` best candidates for ``window``, scored with features as of ``now_ms``.
+
+        ``now_ms`` is required and follows :mod:`protocol.featurize`'s clock policy: the
+        request's time at the edge, :func:`protocol.featurize.event_time` in replay.
+        """
         clock = time.perf_counter
         started = clock()
-        cached = self.cache.get(window) if self.cache is not None else None
-        if cached is not None:
-            found, matrix = cached
-            generated = clock()
-            features.refresh_clock(matrix, window, found, self.tables, now_ms)
-        else:
-            found = candidate_generation.generate(window, self.tables, self.candidate_config)
-            if found.session_items.shape[0] == 0:
-                items = self.tables.recent_order[:k]
-                scores = self.tables.pop_recent[items]
-                return Ranking(items, scores, clock() - started, 0.0, 0.0, cold=True)
-            generated = clock()
-            matrix = features.compute(window, found, self.tables, now_ms)
-            if self.cache is not None:
-                self.cache.put(window, found, matrix)
+        featurized = featurize(
+            window, self.tables, self.candidate_config, now_ms=now_ms, cache=self.cache
+        )
+        if featurized.cold:
+            items = self.tables.recent_order[:k]
+            scores = self.tables.pop_recent[items]
+            return Ranking(items, scores, clock() - started, 0.0, 0.0, cold=True)
+        generated = clock()
+        matrix = featurized.rows()
         computed = clock()
         scores = self.ranker.score(matrix)
         scored = clock()
@@ -137,50 +138,13 @@ class ServingModel:
         else:
             top = np.argsort(-scores, kind="stable")
         return Ranking(
-            found.items[top],
+            featurized.candidates.items[top],
             scores[top],
             generated - started,
             computed - generated,
             scored - computed,
             cold=False,
         )
-
-
-class RankCache:
-    """Candidates and feature rows of the most recently ranked windows, by revision.
-
-    A page asks for recommendations several times between two events of its session
-    (page render, other slots, the WebSocket push); while the window is unchanged only
-    the clock-dependent feature columns are recomputed. Bounded by ``max_sessions``.
-    """
-
-    def __init__(self, max_sessions: int) -> None:
-        self.max_sessions = max_sessions
-        self._entries: OrderedDict[str, tuple[int, Candidates, npt.NDArray[np.float32]]] = (
-            OrderedDict()
-        )
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, window: SessionWindow) -> tuple[Candidates, npt.NDArray[np.float32]] | None:
-        entry = self._entries.get(window.session_id)
-        if entry is None or entry[0] != window.revision:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(window.session_id)
-        self.hits += 1
-        return entry[1], entry[2]
-
-    def put(
-        self, window: SessionWindow, found: Candidates, matrix: npt.NDArray[np.float32]
-    ) -> None:
-        self._entries[window.session_id] = (window.revision, found, matrix)
-        self._entries.move_to_end(window.session_id)
-        if len(self._entries) > self.max_sessions:
-            self._entries.popitem(last=False)
 
 
 def _section(config: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -10,13 +10,16 @@ import numpy.typing as npt
 
 from central.evaluation.replay import evaluate
 from central.eventlog import EventLog
+from protocol.featurize import event_time
 from protocol.serving import ServingModel
 from protocol.tables import CandidateTables
 from protocol.window import SessionWindow
 
 
 class ProximaRecommender:
-    """Replays a session into a :class:`SessionWindow` and ranks with a serving model."""
+    """Replays a session into a :class:`SessionWindow` and ranks with a serving model, as
+    of the time of the event just replayed (the clock policy of :mod:`protocol.featurize`,
+    the same as training's)."""
 
     def __init__(self, name: str, model: ServingModel) -> None:
         self.name = name
@@ -43,7 +46,7 @@ class ProximaRecommender:
     def recommend(self, k: int) -> Sequence[int] | npt.NDArray[np.int64]:
         if self._window is None:
             return []
-        ranking = self.model.rank(self._window, k)
+        ranking = self.model.rank(self._window, k, event_time(self._window))
         codes = self._to_log[ranking.items]
         return codes[codes >= 0]
 

@@ -1,9 +1,10 @@
-"""Training examples, made by replaying sessions through the edge's own feature code.
+"""Training examples, made by replaying sessions through the edge's own featurize seam.
 
 For each session of the log and each event but its last, the session window takes the
-event exactly as the edge would, the candidate generator and feature code run on it, and
-the candidate that is the session's next item is the positive. Positions whose next item
-is not among the candidates teach the ranker nothing and are counted, not kept.
+event exactly as the edge would, :func:`protocol.featurize.featurize` runs on it as of
+that event's time (the seam's clock policy), and the candidate that is the session's next
+item is the positive. Positions whose next item is not among the candidates teach the
+ranker nothing and are counted, not kept.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from central.eventlog import EventLog
-from protocol import candidates as candidate_generation
 from protocol import features
 from protocol.candidates import CandidateConfig
+from protocol.featurize import event_time, featurize
 from protocol.tables import CandidateTables
 from protocol.window import SessionWindow, WindowConfig
 
@@ -66,13 +67,12 @@ def build_examples(
             positions += 1
             if target is None:
                 continue
-            found = candidate_generation.generate(window, tables, candidate_config)
-            hit = found.items == target
+            found = featurize(window, tables, candidate_config, now_ms=event_time(window))
+            hit = found.candidates.items == target
             if not hit.any():
                 continue
             chosen = _sample(hit, negatives, rng)
-            matrix = features.compute(window, found, tables)
-            blocks.append(matrix[chosen])
+            blocks.append(found.rows()[chosen])
             labels.append(hit[chosen].astype(np.int8))
             groups.append(np.full(chosen.shape[0], covered, dtype=np.int32))
             covered += 1

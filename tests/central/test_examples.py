@@ -10,7 +10,7 @@ from central.eventlog import EventLog, build_log
 from central.trainer.examples import ExampleSet, build_examples
 from central.trainer.tables import build_tables
 from protocol.candidates import CandidateConfig
-from protocol.features import FEATURE_NAMES, N_FEATURES
+from protocol.features import N_FEATURES, Column
 from protocol.tables import CandidateTables
 from protocol.window import WindowConfig
 
@@ -58,7 +58,7 @@ def examples(
 
 
 def column(found: ExampleSet, name: str) -> list[float]:
-    return [round(float(v), 6) for v in found.features[:, FEATURE_NAMES.index(name)]]
+    return [round(float(v), 6) for v in found.features[:, Column[name]]]
 
 
 def test_positions_and_covered_positions_are_counted(tables: CandidateTables) -> None:

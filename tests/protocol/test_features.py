@@ -9,12 +9,20 @@ import pytest
 
 from central.datasets import read_log
 from central.eventlog import build_log
-from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.tables import build_tables
+from devtools.loggen import GeneratorConfig, generate_file
 from protocol import features
 from protocol.candidates import CandidateConfig, Candidates, generate
 from protocol.events import Event, EventType
-from protocol.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES, compute
+from protocol.features import (
+    CLOCK_COLUMNS,
+    FEATURE_NAMES,
+    FEATURE_SCHEMA_VERSION,
+    N_FEATURES,
+    Column,
+    compute,
+)
+from protocol.featurize import event_time
 from protocol.tables import CandidateTables
 from protocol.window import SessionWindow, WindowConfig
 
@@ -72,7 +80,7 @@ ALL_ITEMS = CandidateConfig(min_candidates=7)
 def column_by_item(
     tables: CandidateTables, found: Candidates, matrix: npt.NDArray[np.float32], name: str
 ) -> dict[str, float]:
-    column = FEATURE_NAMES.index(name)
+    column = Column[name]
     return {
         tables.item_ids[int(item)]: float(value)
         for item, value in zip(found.items, matrix[:, column], strict=True)
@@ -83,7 +91,7 @@ def column_by_item(
 def computed(tables: CandidateTables) -> tuple[Candidates, npt.NDArray[np.float32]]:
     window = session_window()
     found = generate(window, tables, ALL_ITEMS)
-    return found, compute(window, found, tables)
+    return found, compute(window, found, tables, event_time(window))
 
 
 def test_feature_names_are_unique_and_counted() -> None:
@@ -91,6 +99,13 @@ def test_feature_names_are_unique_and_counted() -> None:
     assert len(FEATURE_NAMES) == N_FEATURES
     assert isinstance(FEATURE_SCHEMA_VERSION, int)
     assert FEATURE_SCHEMA_VERSION >= 1
+
+
+def test_named_columns_number_the_feature_names_in_order() -> None:
+    assert [int(column) for column in Column] == list(range(N_FEATURES))
+    assert tuple(column.name for column in Column) == FEATURE_NAMES
+    assert FEATURE_NAMES[Column.since_seen] == "since_seen"
+    assert set(CLOCK_COLUMNS) == {Column.since_seen, Column.session_age}
 
 
 def test_matrix_is_float32_finite_with_one_row_per_candidate(
@@ -217,14 +232,28 @@ def test_a_later_now_ages_the_session(tables: CandidateTables) -> None:
     assert column_by_item(tables, found, later, "since_seen")["a"] == pytest.approx(math.log1p(57))
     # A now before the last event is the last event.
     earlier = compute(window, found, tables, now_ms=START_MS)
-    np.testing.assert_array_equal(earlier, compute(window, found, tables))
+    np.testing.assert_array_equal(earlier, compute(window, found, tables, event_time(window)))
+
+
+def test_only_the_clock_columns_move_with_now(tables: CandidateTables) -> None:
+    window = session_window()
+    found = generate(window, tables, ALL_ITEMS)
+    at_event = compute(window, found, tables, event_time(window))
+    later = compute(window, found, tables, event_time(window) + 90_000)
+    moved = {Column(int(c)).name for c in np.flatnonzero((at_event != later).any(axis=0))}
+    assert moved == {column.name for column in CLOCK_COLUMNS}
 
 
 def test_same_window_and_tables_give_the_same_matrix(tables: CandidateTables) -> None:
     first_window = session_window()
-    first = compute(first_window, generate(first_window, tables, ALL_ITEMS), tables)
+    first = compute(
+        first_window, generate(first_window, tables, ALL_ITEMS), tables, event_time(first_window)
+    )
     second_window = session_window()
-    second = compute(second_window, generate(second_window, tables, ALL_ITEMS), tables)
+    second = compute(
+        second_window, generate(second_window, tables, ALL_ITEMS), tables,
+        event_time(second_window),
+    )
     np.testing.assert_array_equal(first, second)
 
 
@@ -232,8 +261,8 @@ def test_a_window_restored_from_msgpack_gives_the_same_matrix(tables: CandidateT
     window = session_window()
     restored = SessionWindow.from_msgpack(window.to_msgpack())
     np.testing.assert_array_equal(
-        compute(window, generate(window, tables, ALL_ITEMS), tables),
-        compute(restored, generate(restored, tables, ALL_ITEMS), tables),
+        compute(window, generate(window, tables, ALL_ITEMS), tables, event_time(window)),
+        compute(restored, generate(restored, tables, ALL_ITEMS), tables, event_time(restored)),
     )
 
 
@@ -242,7 +271,7 @@ def test_no_candidates_give_an_empty_matrix(tables: CandidateTables) -> None:
     found = generate(window, tables, ALL_ITEMS)
     empty = Candidates(found.items[:0], found.covis[:0], found.covis_last[:0], found.sknn[:0],
                        found.session_items, found.session_rows[:0], found.session_ranks[:0])
-    matrix = compute(window, empty, tables)
+    matrix = compute(window, empty, tables, event_time(window))
     assert matrix.shape == (0, N_FEATURES)
     assert matrix.dtype == np.float32
 
@@ -251,14 +280,14 @@ def test_a_cold_window_has_no_session_item_features(tables: CandidateTables) -> 
     window = SessionWindow("cold")
     window.add(event(0, "view", "never-seen", category="x", price=12.0))
     found = generate(window, tables, ALL_ITEMS)
-    matrix = compute(window, found, tables)
+    matrix = compute(window, found, tables, event_time(window))
     assert np.isfinite(matrix).all()
     for name in ("in_session", "session_count", "session_recency", "is_last_item", "covis",
                  "sknn", "covis_rank", "sknn_rank"):
-        assert not matrix[:, FEATURE_NAMES.index(name)].any(), name
+        assert not matrix[:, Column[name]].any(), name
     # The window's category still counts, the last item's category is unknown to the tables.
     assert column_by_item(tables, found, matrix, "category_share")["a"] == pytest.approx(1.0)
-    assert not matrix[:, FEATURE_NAMES.index("same_category_as_last")].any()
+    assert not matrix[:, Column.same_category_as_last].any()
 
 
 def test_features_on_a_generated_log_are_finite(tmp_path: Path) -> None:
@@ -274,7 +303,7 @@ def test_features_on_a_generated_log_are_finite(tmp_path: Path) -> None:
         for event_row in range(int(bounds[run]), int(bounds[run + 1])):
             window.add(log.event(event_row))
             found = generate(window, tables, CandidateConfig())
-            matrix = features.compute(window, found, tables)
+            matrix = features.compute(window, found, tables, event_time(window))
             assert matrix.shape == (len(found), N_FEATURES)
             assert matrix.dtype == np.float32
             assert np.isfinite(matrix).all()

@@ -8,14 +8,15 @@ import pytest
 
 from central.datasets import read_log
 from central.eventlog import EventLog
-from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import TrainerConfig, train_bundle
+from devtools.loggen import GeneratorConfig, generate_file
 from model_export.pack import pack_bundle
 from protocol import candidates as candidate_generation
 from protocol import features
 from protocol.bundle import Bundle, read_bundle
 from protocol.errors import ManifestError
 from protocol.events import Event
+from protocol.featurize import event_time
 from protocol.keys import generate_keypair, load_public_key
 from protocol.serving import ServingModel
 from protocol.window import SessionWindow
@@ -72,7 +73,7 @@ def test_rank_orders_at_most_k_known_items_by_score(trained: Trained, precision:
     model = ServingModel.from_bundle(trained.bundle, precision)
     for run in longest_runs(trained.log, 5):
         window = window_of_session(trained.log, run)
-        ranking = model.rank(window, 20)
+        ranking = model.rank(window, 20, event_time(window))
         assert not ranking.cold
         assert 0 < ranking.items.shape[0] <= 20
         assert ranking.items.shape == ranking.scores.shape
@@ -87,10 +88,12 @@ def test_rank_orders_at_most_k_known_items_by_score(trained: Trained, precision:
 def test_rank_gives_the_best_scored_candidates(trained: Trained) -> None:
     model = ServingModel.from_bundle(trained.bundle, "fp32")
     window = window_of_session(trained.log, longest_runs(trained.log, 1)[0])
-    ranking = model.rank(window, 10)
+    ranking = model.rank(window, 10, event_time(window))
 
     found = candidate_generation.generate(window, model.tables, model.candidate_config)
-    scores = model.ranker.score(features.compute(window, found, model.tables))
+    scores = model.ranker.score(
+        features.compute(window, found, model.tables, event_time(window))
+    )
     assert ranking.scores[0] == pytest.approx(float(scores.max()))
     assert sorted(ranking.scores.tolist(), reverse=True) == pytest.approx(
         sorted(scores.tolist(), reverse=True)[:10]
@@ -103,7 +106,7 @@ def test_k_above_the_pool_size_returns_every_candidate(trained: Trained) -> None
     model = ServingModel.from_bundle(trained.bundle, "fp32")
     window = window_of_session(trained.log, longest_runs(trained.log, 1)[0])
     pool = candidate_generation.generate(window, model.tables, model.candidate_config)
-    ranking = model.rank(window, len(pool) + 50)
+    ranking = model.rank(window, len(pool) + 50, event_time(window))
     assert sorted(ranking.items.tolist()) == sorted(pool.items.tolist())
     assert np.all(np.diff(ranking.scores) <= 0)
 
@@ -111,18 +114,19 @@ def test_k_above_the_pool_size_returns_every_candidate(trained: Trained) -> None
 def test_k_of_one_gives_the_single_best(trained: Trained) -> None:
     model = ServingModel.from_bundle(trained.bundle, "fp32")
     window = window_of_session(trained.log, longest_runs(trained.log, 1)[0])
-    best = model.rank(window, 1)
+    best = model.rank(window, 1, event_time(window))
     assert best.items.shape == (1,)
-    assert best.items[0] == model.rank(window, 20).items[0]
+    assert best.items[0] == model.rank(window, 20, event_time(window)).items[0]
 
 
 def test_bought_items_are_not_recommended(trained: Trained) -> None:
     model = ServingModel.from_bundle(trained.bundle, "fp32")
     window = window_of_session(trained.log, longest_runs(trained.log, 1)[0])
-    top = model.tables.item_ids[int(model.rank(window, 5).items[0])]
+    top = model.tables.item_ids[int(model.rank(window, 5, event_time(window)).items[0])]
     last_ts = window.last_ts or 0
     window.add(Event("bought-0001", window.session_id, "purchase", last_ts + 1_000, item_id=top))
-    assert top not in {model.tables.item_ids[int(i)] for i in model.rank(window, 50).items}
+    ranking = model.rank(window, 50, event_time(window))
+    assert top not in {model.tables.item_ids[int(i)] for i in ranking.items}
 
 
 @pytest.mark.parametrize("item", [None, "never-seen-item"])
@@ -131,7 +135,7 @@ def test_a_cold_session_gets_recent_popularity(trained: Trained, item: str | Non
     window = SessionWindow("cold")
     if item is not None:
         window.add(Event("cold-0001", "cold", "view", 1_000, item_id=item))
-    ranking = model.rank(window, 15)
+    ranking = model.rank(window, 15, event_time(window))
     assert ranking.cold
     np.testing.assert_array_equal(ranking.items, model.tables.recent_order[:15])
     np.testing.assert_array_equal(ranking.scores, model.tables.pop_recent[ranking.items])
@@ -141,8 +145,10 @@ def test_a_cold_session_gets_recent_popularity(trained: Trained, item: str | Non
 def test_ranking_is_deterministic(trained: Trained) -> None:
     model = ServingModel.from_bundle(trained.bundle)
     run = longest_runs(trained.log, 1)[0]
-    first = model.rank(window_of_session(trained.log, run, events=4), 20)
-    second = model.rank(window_of_session(trained.log, run, events=4), 20)
+    first_window = window_of_session(trained.log, run, events=4)
+    second_window = window_of_session(trained.log, run, events=4)
+    first = model.rank(first_window, 20, event_time(first_window))
+    second = model.rank(second_window, 20, event_time(second_window))
     np.testing.assert_array_equal(first.items, second.items)
     np.testing.assert_array_equal(first.scores, second.scores)
 
