@@ -31,6 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, NoReturn, Self
 
+from devtools.errors import DevtoolsError
+
 LOCALHOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT = 30.0
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -41,12 +43,16 @@ _LOG_TAIL_LINES = 40
 _PORT_CLASH_RETRIES = 3
 
 
-class ServerBinaryNotFoundError(RuntimeError):
+class ServerBinaryNotFoundError(DevtoolsError):
     """The executable for a local server is not installed."""
 
+    code = "server_not_installed"
 
-class ServerStartupError(RuntimeError):
+
+class ServerStartupError(DevtoolsError):
     """A local server exited or did not answer before its startup deadline."""
+
+    code = "server_startup_failed"
 
     def __init__(self, summary: str, log_path: Path, log_tail: str) -> None:
         super().__init__(f"{summary}; log {log_path} ends with:\n{log_tail}")

@@ -43,7 +43,7 @@ from edge_node.streams import StreamHub
 from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink import Uplink
 from edge_node.uplink.publisher import EventPublisher
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, ProximaError
 from protocol.keys import load_public_key
 from protocol.serving import ServingModel
 from protocol.window import WindowConfig
@@ -226,7 +226,7 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
-            EdgeError: _edge_error,
+            ProximaError: _proxima_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },
@@ -255,8 +255,10 @@ class JsonErrorCORSMiddleware(CORSMiddleware):
         )
 
 
-async def _edge_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, EdgeError)
+async def _proxima_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProximaError)
+    if exc.status >= 500 and not isinstance(exc, EdgeError):  # not answered on purpose
+        log.error("%s on %s %s", exc.code, request.method, request.url.path, exc_info=exc)
     return Response(
         exc.body(), status_code=exc.status, media_type="application/json", headers=exc.headers()
     )

@@ -1,54 +1,37 @@
 """Errors the edge answers with. Each carries an HTTP status and a stable code.
 
-    EdgeError
-    ├── BadRequest            400  a parameter or body is malformed
-    ├── Unauthorized          401  a required API key is missing or wrong
-    ├── NotFound              404
-    ├── PayloadTooLarge       413
-    ├── UnsupportedMediaType  415
-    ├── RateLimited           429  with Retry-After
-    ├── Overloaded            503  with Retry-After (concurrency, full queue or spool)
-    ├── NotReady              503  no verified bundle loaded yet
-    └── SettingsError         bad configuration at start-up (not an HTTP answer)
+A subtree of :class:`protocol.errors.ProximaError`, which gives them their ``message``,
+``field``, ``retry_after_s``, ``body()`` and ``headers()`` (the whole tree is drawn there)::
+
+    ProximaError                  (protocol.errors)
+    └── EdgeError                 500
+        ├── BadRequest            400  a parameter or body is malformed
+        ├── Unauthorized          401  a required API key is missing or wrong
+        ├── NotFound              404
+        ├── PayloadTooLarge       413
+        ├── UnsupportedMediaType  415
+        ├── RateLimited           429  with Retry-After
+        ├── Overloaded            503  with Retry-After (concurrency, full queue or spool)
+        ├── NotReady              503  no verified bundle loaded yet
+        └── TooManyStreams        429  edge_node.streams: a session's streams are capped
+
+Bad configuration at start-up is :class:`runtime.settings.SettingsError`, the one settings
+error of every service; it is importable from here too.
 
 Bodies follow DESIGN §2: ``{"error": {"code", "message", "field"?}}``; never a traceback.
 """
 
 from __future__ import annotations
 
-import json
-from typing import ClassVar
+from protocol.errors import ProximaError
+from runtime.settings import SettingsError as SettingsError
 
 
-class EdgeError(Exception):
-    status: ClassVar[int] = 500
-    code: str = "internal_error"
+class EdgeError(ProximaError):
+    """Root of every error the edge answers a client with."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        field: str | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.field = field
-        self.retry_after_s = retry_after_s
-
-    def body(self) -> bytes:
-        error = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        return json.dumps({"error": error}, separators=(",", ":")).encode()
-
-    def headers(self) -> dict[str, str]:
-        if self.retry_after_s is None:
-            return {}
-        return {"retry-after": str(max(1, round(self.retry_after_s)))}
+    code = "internal_error"
+    status = 500
 
 
 class BadRequest(EdgeError):
@@ -89,7 +72,3 @@ class Overloaded(EdgeError):
 class NotReady(EdgeError):
     status = 503
     code = "not_ready"
-
-
-class SettingsError(EdgeError):
-    code = "bad_settings"

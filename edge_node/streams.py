@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from edge_node.errors import EdgeError
 from edge_node.metrics import EdgeMetrics
 
 
@@ -20,8 +21,15 @@ class Subscription:
         self.changed = asyncio.Event()
 
 
-class TooManyStreams(Exception):
-    pass
+class TooManyStreams(EdgeError):
+    """The session has as many streams open as it may."""
+
+    status = 429
+    code = "too_many_streams"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"too many streams for session {session_id!r}", field="session_id")
+        self.session_id = session_id
 
 
 class StreamHub:

@@ -1,4 +1,7 @@
-"""Turns the packages' errors into one-line CLI messages and exit codes."""
+"""Turns any :class:`ProximaError`, and OSError, into a one-line CLI message and exit status 1.
+
+The message is ``error: message (field) [code]``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,7 @@ from contextlib import contextmanager
 
 import click
 
-from central.errors import CentralError
-from model_export.errors import ModelExportError
-from protocol.errors import ProtocolError
+from protocol.errors import ProximaError
 
 
 class CommandError(click.ClickException):
@@ -26,11 +27,9 @@ class CommandError(click.ClickException):
 def reported_errors() -> Iterator[None]:
     try:
         yield
-    except ProtocolError as exc:
+    except ProximaError as exc:
         where = f" ({exc.field})" if exc.field else ""
         raise CommandError(f"{exc.message}{where} [{exc.code}]") from exc
-    except (CentralError, ModelExportError) as exc:
-        raise CommandError(f"{exc} [{exc.code}]") from exc
     except OSError as exc:
         name = f" {exc.filename}" if exc.filename else ""
         raise CommandError(f"{exc.strerror or exc}{name}") from exc

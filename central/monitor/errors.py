@@ -1,10 +1,13 @@
 """Errors of the latency monitor.
 
-CentralError                    (central.errors)
-└── MonitorError                the monitor cannot do what was asked (500)
-    ├── MonitorQueryError       a query names an unknown stage or variant, a bad quantile,
-    │                           region or window (400)
-    └── MonitorSettingsError    monitor settings out of range, or its port is taken (400)
+A subtree of :class:`protocol.errors.ProximaError` (the whole tree is drawn there)::
+
+    ProximaError                    (protocol.errors)
+    └── CentralError                (central.errors)
+        └── MonitorError            the monitor cannot do what was asked (500)
+            ├── MonitorQueryError   a query names an unknown stage or variant, a bad
+            │                       quantile, region or window (400)
+            └── MonitorSettingsError  monitor settings out of range, or its port is taken (400)
 """
 
 from __future__ import annotations
@@ -15,17 +18,6 @@ from central.errors import CentralError
 class MonitorError(CentralError):
     code = "monitor_error"
     status = 500
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-    def to_dict(self) -> dict[str, str]:
-        body = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        return body
 
 
 class MonitorQueryError(MonitorError):

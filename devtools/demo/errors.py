@@ -1,11 +1,22 @@
-"""What can end a demo early."""
+"""What can end a demo early.
+
+A subtree of :class:`protocol.errors.ProximaError` (the whole tree is drawn there), under
+the tooling's root::
+
+    ProximaError            (protocol.errors)
+    └── DevtoolsError       (devtools.errors)
+        └── DemoError
+            └── DemoInterrupted
+
+:class:`StopRequested` is no error but a signal's arrival, so it is not in the tree.
+"""
 
 from __future__ import annotations
 
-from central.errors import CentralError
+from devtools.errors import DevtoolsError
 
 
-class DemoError(CentralError):
+class DemoError(DevtoolsError):
     """A step of the demo failed; the message says which and why, in a line or a few."""
 
     code = "demo_failed"

@@ -2,7 +2,14 @@
 
 A rules document is operator input, so a :class:`RulesError` says where the problem is
 (``path``, e.g. ``rules[3].when.all[1].events.within``), what is wrong and what is allowed,
-with a stable machine-readable ``code``:
+with a stable machine-readable ``code``. It hangs directly under
+:class:`protocol.errors.ProximaError` (the whole tree is drawn there), with status 400; its
+``path`` is the root's ``field``, but its error object names it ``path``::
+
+    ProximaError         (protocol.errors)
+    └── RulesError       400
+
+Its codes:
 
 =================  ==============================================================
 code               meaning
@@ -29,18 +36,24 @@ unbound_item       an action uses ``$item`` but the rule's condition binds no it
 
 from __future__ import annotations
 
+from protocol.errors import ProximaError
 
-class RulesError(Exception):
+
+class RulesError(ProximaError):
     """Root of every error raised by :mod:`edge_node.rules`."""
 
+    code = "bad_rules"
+    status = 400
+
     def __init__(self, message: str, *, code: str, path: str = "") -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.message = message
-        self.code = code
+        super().__init__(message, code=code, field=path or None)
         self.path = path
 
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
     def to_dict(self) -> dict[str, str]:
-        body = {"code": self.code, "message": self.message}
+        error = {"code": self.code, "message": self.message}
         if self.path:
-            body["path"] = self.path
-        return body
+            error["path"] = self.path
+        return error

@@ -20,21 +20,31 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from edge_node.uplink.errors import UplinkError
 
-class AckError(Exception):
+
+class AckError(UplinkError):
     """JetStream refused a message of the batch."""
+
+    code = "ack_refused"
 
 
 class NoStreamError(AckError):
     """No stream takes the subject (the server answered 503 for it)."""
 
+    code = "no_stream"
+
 
 class AckTimeoutError(AckError):
     """Not every message of the batch was acknowledged in time."""
 
+    code = "acks_missing"
+
 
 class ConnectionLostError(AckError):
     """The connection was lost while acknowledgements were outstanding."""
+
+    code = "connection_lost"
 
 
 @dataclass(frozen=True, slots=True)

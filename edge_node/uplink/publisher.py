@@ -39,12 +39,10 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
-from edge_node.uplink.acks import AckError, BatchAcks, NoStreamError, Outgoing
-from edge_node.uplink.acks import AckTimeoutError as BatchAckTimeout
+from edge_node.uplink.acks import AckError, AckTimeoutError, BatchAcks, NoStreamError, Outgoing
 from edge_node.uplink.errors import SpoolClosedError, UplinkError
 from edge_node.uplink.spool import Record, Spool
 from edge_node.uplink.uplink import Uplink
-from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event, event_id_of
 from protocol.errors import EventError
 from protocol.subjects import (
@@ -54,6 +52,7 @@ from protocol.subjects import (
     MSG_ID_HEADER,
     events_subject,
 )
+from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.edge.publisher")
 
@@ -76,7 +75,9 @@ class PublishFailedError(PublisherError):
     code = "publish_failed"
 
 
-class AckTimeoutError(PublishFailedError):
+class PublishAckTimeoutError(PublishFailedError):
+    """The batch's acknowledgements did not all come in time; the connection is replaced."""
+
     code = "ack_timeout"
 
 
@@ -367,7 +368,8 @@ class EventPublisher:
                     self._publish_errors += 1
                     self._note_error(f"publishing a batch failed: {exc!r}")
                     if connection is not None and (
-                        isinstance(exc, AckTimeoutError) or not connection.client.is_connected
+                        isinstance(exc, PublishAckTimeoutError)
+                        or not connection.client.is_connected
                     ):
                         connection.lost.set()  # a silent connection is replaced, not trusted
                     await asyncio.sleep(backoff.next_delay())
@@ -431,8 +433,8 @@ class EventPublisher:
         except NoStreamError as exc:
             self._stream_checked = not self.ensure_stream  # the stream may have to be made again
             raise PublishFailedError(str(exc)) from exc
-        except BatchAckTimeout as exc:
-            raise AckTimeoutError(str(exc)) from exc
+        except AckTimeoutError as exc:
+            raise PublishAckTimeoutError(str(exc)) from exc
         except AckError as exc:
             raise PublishFailedError(str(exc)) from exc
 
