@@ -1,9 +1,9 @@
 """The last good bundles on local disk, so an edge can start and serve while NATS is down.
 
-Files are named ``bundle-<version>.bundle``. A bundle is written to a temporary file in the
-same directory, fsynced and renamed into place (then the directory is fsynced), so a crash
-leaves either the whole file or none of it. The cache keeps the ``keep`` most recently
-stored bundles, which is not always the highest versions: a rollback stores an older one.
+Files are named ``bundle-<version>.bundle``. A bundle is written atomically
+(:func:`runtime.files.atomic_write_bytes`), so a crash leaves either the whole file or none
+of it. The cache keeps the ``keep`` most recently stored bundles, which is not always the
+highest versions: a rollback stores an older one.
 
 The cache holds bytes, not trust: whoever loads a cached bundle verifies it like any other.
 Blocking file I/O; call it from a worker thread in async code.
@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from runtime.files import atomic_write_bytes, remove_temporaries
+
 log = logging.getLogger("proxima.edge.bundle_cache")
 
 BUNDLE_SUFFIX: Final = ".bundle"
-TEMP_PREFIX: Final = ".incoming-"
 ABANDONED_TEMP_AGE_S: Final = 3600.0
 _BUNDLE_NAME: Final = re.compile(r"bundle-([1-9][0-9]{0,18})\.bundle")
 
@@ -87,21 +87,9 @@ class BundleCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         newest_before = max((entry.stored_ns for entry in self.entries()), default=0)
         target = self.path_of(version)
-        temp = self.directory / f"{TEMP_PREFIX}{version}-{os.getpid()}-{os.urandom(4).hex()}"
-        try:
-            with open(temp, "xb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            # Coarse file-system clocks could tie with an earlier bundle: be strictly newer.
-            stored_ns = max(time.time_ns(), newest_before + 1)
-            os.utime(temp, ns=(stored_ns, stored_ns))
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
-        _fsync_directory(self.directory)
+        # Coarse file-system clocks could tie with an earlier bundle: be strictly newer.
+        stored_ns = max(time.time_ns(), newest_before + 1)
+        atomic_write_bytes(target, data, mtime_ns=stored_ns)
         self._prune()
         return target
 
@@ -113,22 +101,5 @@ class BundleCache:
                 pass
             except OSError as exc:
                 log.warning("cannot remove old cached bundle %s: %s", entry.path, exc.strerror)
-        cutoff = time.time() - ABANDONED_TEMP_AGE_S
-        for path in self.directory.glob(f"{TEMP_PREFIX}*"):
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()  # left behind by a crash during a write
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Makes the rename itself durable; not every platform can open a directory."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        with contextlib.suppress(OSError):
+            remove_temporaries(self.directory, older_than_s=ABANDONED_TEMP_AGE_S)

@@ -1,17 +1,14 @@
-"""Ed25519 signing keys for model bundles: make them, write them, load them, name them.
+"""Ed25519 signing keys for model bundles: make them, load them, name them.
 
 The trainer holds the private key (``signing.key``); edges hold only the public key
 (``signing.pub``). The loaders take bytes, since callers read the files, and raise
 :class:`~protocol.errors.KeyFileError` saying what is wrong with what they were given.
+Writing key files is :func:`central.keys.write_keypair`'s: this module does no file I/O.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import secrets
-from pathlib import Path
 from typing import Final
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -106,70 +103,6 @@ def load_public_key(data: bytes) -> Ed25519PublicKey:
             f"expected an Ed25519 public key, found {_key_kind(key)}", code="not_ed25519"
         )
     return key
-
-
-def write_keypair(out_dir: Path, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Writes a new ``signing.key`` (mode 0600) and ``signing.pub`` into ``out_dir``.
-
-    Refuses, before writing anything, when either file exists and ``overwrite`` is false.
-    Returns ``(private_path, public_path)``.
-    """
-    private_path = out_dir / PRIVATE_KEY_FILENAME
-    public_path = out_dir / PUBLIC_KEY_FILENAME
-    if not overwrite:
-        for path in (private_path, public_path):
-            if path.exists() or path.is_symlink():
-                raise KeyFileError(
-                    f"{path} already exists; refusing to overwrite it", code="key_exists"
-                )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    private_pem, public_pem = generate_keypair()
-    _write_new_file(private_path, private_pem, mode=0o600, overwrite=overwrite)
-    try:
-        _write_new_file(public_path, public_pem, mode=0o644, overwrite=overwrite)
-    except BaseException:
-        # A private key without its public half would only confuse the next attempt.
-        if not overwrite:
-            private_path.unlink(missing_ok=True)
-        raise
-    _fsync_directory(out_dir)
-    return private_path, public_path
-
-
-def _write_new_file(path: Path, data: bytes, *, mode: int, overwrite: bool) -> None:
-    """Writes a temporary file created with ``mode`` and moves it into place.
-
-    The file never exists with wider permissions or partial content under its final
-    name. Without ``overwrite`` the move is a hard link, which fails if ``path`` exists.
-    """
-    temp_path = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(temp_path, flags, mode)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        if overwrite:
-            os.replace(temp_path, path)
-        else:
-            try:
-                os.link(temp_path, path)
-            except FileExistsError as exc:
-                raise KeyFileError(
-                    f"{path} already exists; refusing to overwrite it", code="key_exists"
-                ) from exc
-    finally:
-        temp_path.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _require_pem(data: bytes, what: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from central.cli.errors import reported_errors
-from protocol.keys import write_keypair
+from central.keys import write_keypair
 
 
 @click.group()

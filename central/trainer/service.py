@@ -36,16 +36,16 @@ from nats.js.client import JetStreamContext
 
 from central.kafka_settings import KafkaSettings
 from central.rollout.operations import RolloutPolicy
-from central.trainer.eventfiles import write_atomically
 from central.trainer.eventstore import EventStore, StoreLimits
 from central.trainer.gate import MAX_HR_LOSS
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.publish import DEFAULT_BUCKETS, KEEP_BUNDLES, Buckets
 from central.trainer.retrain import RetrainReport, RetrainSettings, retrain
-from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event
 from protocol.errors import EventError
 from protocol.events import Event
+from runtime.files import atomic_write_bytes
+from runtime.nats import NatsSettings
 
 GROUP_ID: Final = "proxima-trainer"
 STATE_FILE: Final = "trainer-state.json"
@@ -116,7 +116,7 @@ class _TrainingState:
             "attempted_sequence": self.attempted_sequence,
             "attempted_at": self.attempted_at,
         }
-        write_atomically(path, json.dumps(data).encode())
+        atomic_write_bytes(path, json.dumps(data).encode())
 
 
 class TrainerService:

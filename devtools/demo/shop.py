@@ -14,8 +14,8 @@ import numpy as np
 
 from central.datasets import read_log
 from central.eventlog import EventLog
+from central.keys import write_keypair
 from devtools.loggen import DAY_MS, GenerateStats, GeneratorConfig, generate_file
-from protocol.keys import write_keypair
 
 HELD_BACK_SHARE = 0.15  # the most recently started sessions, replayed and never trained on
 DEMO_DAYS = 14.0

@@ -14,10 +14,10 @@ import nats
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from central.keys import write_keypair
 from devtools.localservers import KafkaBroker, NatsServer
 from protocol.codec import encode_msgpack
 from protocol.events import Event
-from protocol.keys import write_keypair
 from protocol.subjects import KAFKA_EVENTS_TOPIC, MSG_ID_HEADER
 
 pytestmark = pytest.mark.integration

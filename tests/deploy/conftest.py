@@ -21,8 +21,8 @@ import pytest
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from central.bridge_jetstream import ensure_stream
+from central.keys import write_keypair
 from edge_node.config import EdgeSettings
-from protocol.keys import write_keypair
 from protocol.subjects import DUPLICATE_WINDOW_S, EVENTS_STREAM, EVENTS_SUBJECTS
 from tests.deploy import manifests
 from tests.deploy.nats_topology import Credentials, RegionBus, start_region_bus

@@ -15,12 +15,12 @@ import pytest
 import uvicorn
 
 from central.datasets import read_log
+from central.keys import write_keypair
 from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from edge_node.app import create_app
 from edge_node.config import EdgeSettings
 from model_export.pack import write_bundle_file
-from protocol.keys import write_keypair
 from tests.servers import pick_free_port
 
 

@@ -18,12 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from central.keys import write_keypair
 from edge_node.bundle_cache import BundleCache
 from edge_node.model_store import ModelStore
 from edge_node.model_sync import ModelSync, SyncTiming
 from protocol.bundle import PART_PREFIX, build_bundle, read_bundle
 from runtime.nats import NatsSettings
-from protocol.keys import load_private_key, load_public_key, write_keypair
+from protocol.keys import load_private_key, load_public_key
 from protocol.rollout import RolloutState
 from protocol.subjects import MODELS_BUCKET, ROLLOUT_BUCKET, bundle_object_name
 from tests.edge_node.conftest import Keys

@@ -20,9 +20,10 @@ import httpx
 import pytest
 from nats.js import JetStreamContext
 
+from central.keys import write_keypair
 from central.trainer.publish import promote_regions, publish_bundle
 from edge_node.bundle_cache import BundleCache
-from protocol.keys import load_private_key, write_keypair
+from protocol.keys import load_private_key
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.edge_node.test_model_sync import corrupt_a_part, resign_bundle
 from tests.integration.conftest import EVENTUALLY_S, EdgeStarter, model_info

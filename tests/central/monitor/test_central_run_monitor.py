@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from central.cli import main
+from central.keys import write_keypair
 from devtools.localservers import KafkaBroker, NatsServer, pick_free_port
-from protocol.keys import write_keypair
 from tests.central.monitor.conftest import EVENTUALLY_S, publish
 from tests.central.monitor.reports import repeated, report
 
