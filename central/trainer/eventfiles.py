@@ -8,8 +8,8 @@ Journal record
     :func:`read_journal` stops before a short or mismatching record and says where.
 Snapshot
     :data:`SNAPSHOT_MAGIC`, the crc32 of the payload (u32 LE), then a msgpack map of the
-    vocabularies, the column buffers (dtypes of :data:`~central.trainer.eventcolumns.COLUMNS`),
-    ``offsets``, ``sequence`` and ``generation``. Written whole by :func:`write_atomically`.
+    vocabularies, the column buffers (:data:`~central.eventlog.COLUMNS`, little-endian),
+    ``offsets``, ``sequence`` and ``generation``. Written whole and atomically.
 
 A record or snapshot that passes its checksum but does not hold what this format says was
 not torn but written by something else: that raises :class:`~central.errors.DataFormatError`.
@@ -17,7 +17,6 @@ not torn but written by something else: that raises :class:`~central.errors.Data
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
@@ -29,7 +28,7 @@ import msgpack
 import numpy as np
 
 from central.errors import DataFormatError
-from central.trainer.eventcolumns import COLUMNS, Row, StoredEvents
+from central.eventlog import COLUMNS, EventLog, Row
 from protocol.events import EVENT_TYPES
 
 SNAPSHOT_MAGIC: Final = b"PROXIMA-EVENTSTORE-1\n"
@@ -54,7 +53,7 @@ class JournalRecord:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    columns: StoredEvents
+    columns: EventLog
     offsets: dict[str, int]
     sequence: int
     generation: int
@@ -105,7 +104,7 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         "categories": columns.categories,
     }
     for name, dtype in COLUMNS.items():
-        body[name] = getattr(columns, name).astype(dtype).tobytes()
+        body[name] = getattr(columns, name).astype(_on_disk(dtype), copy=False).tobytes()
     payload: bytes = msgpack.packb(body, use_bin_type=True)
     return SNAPSHOT_MAGIC + _CRC.pack(zlib.crc32(payload)) + payload
 
@@ -120,11 +119,11 @@ def decode_snapshot(data: bytes, path: Path) -> Snapshot:
     try:
         body = msgpack.unpackb(payload, raw=False, strict_map_key=False)
         arrays = {
-            name: np.frombuffer(body[name], dtype=dtype).astype(dtype.lstrip("<|"))
+            name: np.frombuffer(body[name], dtype=_on_disk(dtype)).astype(dtype)
             for name, dtype in COLUMNS.items()
         }
         snapshot = Snapshot(
-            columns=StoredEvents(
+            columns=EventLog(
                 session_ids=[str(value) for value in body["session_ids"]],
                 item_ids=[str(value) for value in body["item_ids"]],
                 categories=[str(value) for value in body["categories"]],
@@ -140,23 +139,8 @@ def decode_snapshot(data: bytes, path: Path) -> Snapshot:
     return snapshot
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replaces ``path`` with ``data``: a reader sees the old file or the new, never a mix."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temp, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _on_disk(dtype: type[np.generic]) -> np.dtype[Any]:
+    return np.dtype(dtype).newbyteorder("<")
 
 
 def _checked_row(raw: Any) -> Row:
@@ -180,7 +164,7 @@ def _checked_offsets(raw: Any) -> dict[str, int]:
     return {str(key): int(value) for key, value in raw.items()}
 
 
-def _check_columns(columns: StoredEvents, path: Path) -> None:
+def _check_columns(columns: EventLog, path: Path) -> None:
     lengths = {getattr(columns, name).shape[0] for name in COLUMNS}
     if len(lengths) > 1:
         raise DataFormatError("the snapshot's columns differ in length", path=str(path))

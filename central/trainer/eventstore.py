@@ -36,18 +36,17 @@ from typing import BinaryIO, Final, Self
 import numpy as np
 import numpy.typing as npt
 
-from central.eventlog import EventLog
-from central.trainer.eventcolumns import Codes, Row, StoredEvents, contains, row_of
+from central.eventlog import Codes, EventLog, Row
 from central.trainer.eventfiles import (
     Snapshot,
     decode_snapshot,
     encode_record,
     encode_snapshot,
-    fsync_directory,
     read_journal,
-    write_atomically,
 )
+from central.trainer.eventrows import contains, row_of, within_bounds
 from protocol.events import ITEM_EVENT_TYPES, Event
+from runtime.files import atomic_write_bytes, fsync_directory, remove_temporaries
 
 DAY_MS: Final = 86_400_000
 SNAPSHOT_NAME: Final = "snapshot.bin"
@@ -83,7 +82,8 @@ class StoreCounters:
 
 
 class EventStore:
-    """Open with :meth:`open`; :meth:`add`, :meth:`flush`, read with :meth:`to_eventlog`."""
+    """Open with :meth:`open`; :meth:`add`, :meth:`flush`, read with :meth:`columns` or
+    :meth:`to_eventlog`."""
 
     def __init__(self, directory: Path, limits: StoreLimits, clock: Callable[[], float]) -> None:
         self.directory = directory
@@ -91,7 +91,7 @@ class EventStore:
         self.counters = StoreCounters()
         self.sequence = 0  # events ever kept: one more per new event, survives restarts
         self._clock = clock
-        self._columns = StoredEvents.empty()
+        self._columns = EventLog.empty()  # in arrival order
         self._index: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)  # sorted keys
         self._codes: Codes = ({}, {}, {})
         self._pending: list[Row] = []  # kept, not yet merged into the columns
@@ -128,7 +128,7 @@ class EventStore:
         self.close()
 
     def __len__(self) -> int:
-        return len(self.columns())
+        return self.columns().n_events
 
     @property
     def offsets(self) -> dict[str, int]:
@@ -184,7 +184,7 @@ class EventStore:
         """Writes every kept event into a new snapshot and starts an empty journal."""
         self._consolidate(compact_vocabularies=True)
         generation = self._generation + 1
-        write_atomically(
+        atomic_write_bytes(
             self.directory / SNAPSHOT_NAME,
             encode_snapshot(Snapshot(self._columns, self._offsets, self.sequence, generation)),
         )
@@ -199,13 +199,15 @@ class EventStore:
         self._open_journal()
         previous.unlink(missing_ok=True)
 
-    def columns(self) -> StoredEvents:
-        """The kept events as of now, bounds applied; later additions leave it unchanged."""
+    def columns(self) -> EventLog:
+        """The kept events as of now in arrival order, bounds applied; later additions leave
+        it unchanged (see :mod:`central.eventlog`)."""
         self._consolidate()
         return self._columns
 
     def to_eventlog(self) -> EventLog:
-        return self.columns().to_eventlog()
+        """The kept events as trainer and evaluator read them: :func:`trainer_log`."""
+        return trainer_log(self.columns())
 
     def close(self) -> None:
         self.flush()
@@ -215,8 +217,7 @@ class EventStore:
 
     def _load(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        for leftover in self.directory.glob(".*.tmp"):
-            leftover.unlink()
+        remove_temporaries(self.directory)
         snapshot_path = self.directory / SNAPSHOT_NAME
         if snapshot_path.exists():
             snapshot = decode_snapshot(snapshot_path.read_bytes(), snapshot_path)
@@ -226,7 +227,7 @@ class EventStore:
             self._generation = snapshot.generation
             self._codes = snapshot.columns.codes()
             self._index = np.sort(snapshot.columns.key)
-            if len(snapshot.columns):
+            if snapshot.columns.n_events:
                 self._newest_ts = int(snapshot.columns.ts.max())
         current = self._journal_path(self._generation)
         for journal in self.directory.glob("journal-*.log"):
@@ -277,10 +278,10 @@ class EventStore:
             return
         columns = self._columns
         if self._pending:
-            columns = columns.extended(self._pending, self._codes)
+            columns = columns.appended(self._pending, self._codes)
             self._pending.clear()
             self._pending_keys.clear()
-        keep = columns.within_bounds(self.limits.max_age_ms, self.limits.max_events)
+        keep = within_bounds(columns, self.limits.max_age_ms, self.limits.max_events)
         if not keep.all():
             self.counters.evicted += int((~keep).sum())
             columns = columns.select(keep)
@@ -301,3 +302,9 @@ class EventStore:
             if created:
                 fsync_directory(self.directory)
         return self._journal
+
+
+def trainer_log(columns: EventLog) -> EventLog:
+    """The store's columns grouped by session, rows first put in order of time (then key),
+    so the same events give the same log whichever order they arrived in."""
+    return columns.by_time().by_session()

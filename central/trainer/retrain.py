@@ -21,8 +21,9 @@ from typing import Any
 from nats.js.client import JetStreamContext
 
 from central.errors import CentralError
+from central.eventlog import EventLog
 from central.rollout.operations import RolloutPolicy, roll_out_new_bundle
-from central.trainer.eventcolumns import StoredEvents
+from central.trainer.eventstore import trainer_log
 from central.trainer.gate import GateResult, compare_with_stable
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from central.trainer.publish import (
@@ -85,7 +86,7 @@ class RetrainReport:
 
 async def retrain(
     js: JetStreamContext,
-    events: StoredEvents,
+    events: EventLog,
     settings: RetrainSettings,
     *,
     last_version: int | None,
@@ -93,7 +94,7 @@ async def retrain(
     version = await next_version(js, last_version, settings.buckets)
     stable, stable_note = await load_stable(js, settings)
     started = time.perf_counter()
-    event_log = await asyncio.to_thread(events.to_eventlog)
+    event_log = await asyncio.to_thread(trainer_log, events)
     result = await asyncio.to_thread(
         train_bundle,
         event_log,

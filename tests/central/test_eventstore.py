@@ -77,7 +77,7 @@ def test_the_oldest_events_go_beyond_the_count_bound(tmp_path: Path) -> None:
     with open_store(tmp_path, max_events=50) as store:
         store.add([item_event(n) for n in reversed(range(120))])
         kept = store.columns()
-        assert len(kept) == 50
+        assert kept.n_events == 50
         assert sorted(kept.ts.tolist()) == [START_MS + n * 1_000 for n in range(70, 120)]
         assert store.counters.evicted == 70
 
