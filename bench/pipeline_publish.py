@@ -29,9 +29,10 @@ from pathlib import Path
 from devtools.localservers import NatsServer
 from edge_node.uplink import Spool, Uplink, UplinkConfig
 from edge_node.uplink.publisher import EventPublisher
-from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event, encode_msgpack
 from protocol.events import Event
+from runtime.nats import NatsSettings
+from runtime.supervisor import BusSupervisor
 
 REGION = "bench"
 FILL_CHUNK = 1000
@@ -92,12 +93,11 @@ async def drain_spool(
     """Publishes everything pending in the spool at ``directory``; timed from start()."""
     async with Uplink(UplinkConfig(directory, fsync="never")) as uplink:
         events = uplink.spool.pending_records
-        publisher = EventPublisher(
-            uplink, NatsSettings(servers=(nats_url,), name="bench-publisher"),
-            region=REGION, node=node, batch=batch,
-        )
+        bus = BusSupervisor(NatsSettings(servers=(nats_url,), name="bench-publisher"))
+        publisher = EventPublisher(uplink, bus, region=REGION, node=node, batch=batch)
         server_started = process_cpu_seconds(server_pid) if server_pid else 0.0
         cpu_started, started = time.process_time(), time.perf_counter()
+        await bus.start()
         await publisher.start()
         try:
             while publisher.status.pending_records:
@@ -107,6 +107,7 @@ async def drain_spool(
             server_cpu = process_cpu_seconds(server_pid) - server_started if server_pid else None
         finally:
             await publisher.close(timeout_s=10.0)
+            await bus.close()
         return DrainResult(
             batch, events, seconds, cpu_seconds, server_cpu, publisher.status.publish_errors
         )

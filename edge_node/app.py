@@ -23,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from edge_node.bundle_cache import BundleCache
 from edge_node.config import EdgeSettings
 from edge_node.errors import EdgeError, SettingsError
 from edge_node.metrics import EdgeMetrics
@@ -31,22 +30,21 @@ from edge_node.middleware.client_rate import ClientRateLimitMiddleware
 from edge_node.middleware.concurrency import ConcurrencyLimitMiddleware
 from edge_node.middleware.request_metrics import RequestMetricsMiddleware
 from edge_node.model_store import ModelStore
-from edge_node.model_sync import ModelSync
 from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
 from edge_node.routes import assets, events, openapi, recommendations, status, stream
 from edge_node.routes.common import json_response
 from edge_node.rules import RulesError, RuleSet
+from edge_node.services import edge_services
 from edge_node.sessions import SessionStore
-from edge_node.state import EdgeState, node_status
+from edge_node.state import EdgeState
 from edge_node.streams import StreamHub
-from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink import Uplink
-from edge_node.uplink.publisher import EventPublisher
 from protocol.errors import ProtocolError, ProximaError
 from protocol.keys import load_public_key
 from protocol.serving import ServingModel
 from protocol.window import WindowConfig
+from runtime.service import ServiceStack
 
 log = logging.getLogger("proxima.edge")
 
@@ -145,56 +143,18 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         metrics.bundle_version.set(model.version)
         sessions.reconfigure(model.window_config)
 
-    nats = settings.nats_settings()
-    if nats is not None:
-        state.publisher = EventPublisher(
-            state.uplink,
-            nats,
-            region=settings.region,
-            node=settings.node,
-            batch=settings.publish_batch,
-        )
-        state.model_sync = ModelSync(
-            models,
-            nats,
-            region=settings.region,
-            cache=BundleCache(settings.bundle_cache_dir),
-            on_swap=swapped,
-        )
-        state.telemetry_publisher = TelemetryPublisher(
-            state.recommender.telemetry,
-            nats,
-            region=settings.region,
-            node=settings.node,
-            status=lambda: node_status(state),
-            interval_s=settings.telemetry_interval_s,
-        )
+    services = edge_services(settings, state, on_swap=swapped)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await state.uplink.start()
-        await sessions.start()
-        if state.model_sync is not None:
-            await state.model_sync.start()
-        if state.publisher is not None:
-            await state.publisher.start()
-        if state.telemetry_publisher is not None:
-            await state.telemetry_publisher.start()
-        try:
-            yield
-        finally:
-            # The publisher drains what it can before the spool closes; what it cannot
-            # stays in the spool for the next start.
-            if state.telemetry_publisher is not None:
-                await state.telemetry_publisher.close()
-            if state.publisher is not None:
-                await state.publisher.close(settings.shutdown_timeout_s / 2)
-            if state.model_sync is not None:
-                await state.model_sync.close()
-            await sessions.close()
-            await state.uplink.close(settings.shutdown_timeout_s)
+        # Closed in reverse: the publisher drains what it can before the spool closes; what
+        # it cannot stays in the spool for the next start.
+        async with ServiceStack(settings.shutdown_timeout_s) as stack:
             if redis is not None:
-                await redis.aclose()
+                stack.push_close(redis.aclose)
+            for entry in services:
+                await stack.start(entry.service, share=entry.share)
+            yield
 
     middleware = [
         Middleware(

@@ -1,16 +1,17 @@
 """Keeps the edge's bundle in step with its region's rollout: NATS → verified bundle → swap.
 
-:class:`ModelSync` watches the ``proxima-rollout`` KV key of its region (the watch delivers
-the current value first, then every change as it happens). When the stable version differs
-from the served one, it fetches ``bundle-<version>`` from the ``proxima-models`` object
-store, verifies, warms up and swaps it in through :class:`~edge_node.model_store.ModelStore`
-in a worker thread, so requests keep being answered meanwhile, and writes it to the
+:class:`ModelSync` watches the ``proxima-rollout`` KV key of its region through the
+:class:`~runtime.registry.ModelRegistry` (the watch delivers the current value first, then
+every change as it happens). When the stable version differs from the served one, it
+fetches ``bundle-<version>`` from the ``proxima-models`` object store, verifies, warms up
+and swaps it in through :class:`~edge_node.model_store.ModelStore` in a worker thread, so
+requests keep being answered meanwhile, and writes it to the
 :class:`~edge_node.bundle_cache.BundleCache` for starts without NATS.
 
-The edge must start, and keep serving, whatever NATS does. Connecting happens in the
-background with capped, jittered backoff; a lost connection is re-established the same way
-and the rollout is read afresh. ``models.stale`` is True from start until the rollout has
-been read over a live connection, and again whenever the connection is lost.
+The edge must start, and keep serving, whatever NATS does. The connection is the process's
+:class:`~runtime.supervisor.BusSupervisor`'s; this is one of its listeners. On each new
+connection the rollout is watched afresh; ``models.stale`` is True from start until the
+rollout has been read over a live connection, and again whenever the connection is lost.
 
 A bundle that fails any check is refused (the store records why) and the current one stays;
 the same version is not fetched again unless its object in the store changes. A canary
@@ -23,44 +24,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import nats
-from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from edge_node.bundle_cache import BundleCache
 from edge_node.model_store import Canary, ModelStore, Refusal
 from protocol.bundle import inspect_bundle
-from runtime.nats import NatsSettings
 from protocol.errors import ProtocolError
 from protocol.rollout import RolloutState
 from protocol.serving import ServingModel
-from protocol.subjects import MODELS_BUCKET, ROLLOUT_BUCKET, bundle_object_name
+from protocol.subjects import bundle_object_name
+from runtime.backoff import Backoff
+from runtime.registry import DEFAULT_BUCKETS, Buckets, ModelRegistry, RegistryError
+from runtime.service import Lifecycle
+from runtime.supervisor import BusConnection, BusListener, BusSupervisor, describe_error
 
 log = logging.getLogger("proxima.edge.model_sync")
 
 _REMOVED = (KV_DEL, KV_PURGE)  # KV operations that leave the key without a value
+_WATCHER_STOP_S: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class SyncTiming:
-    connect_retry_initial_s: float = 0.2
-    connect_retry_max_s: float = 5.0
-    bucket_retry_max_s: float = 5.0  # polling for a rollout bucket that does not exist yet
+    bucket_retry_initial_s: float = 0.2  # polling for a rollout bucket that does not exist yet
+    bucket_retry_max_s: float = 5.0  # (and watching again after a failed watch)
     fetch_retry_initial_s: float = 0.5
     fetch_retry_max_s: float = 30.0
     fetch_timeout_s: float = 120.0
     rewatch_when_idle_s: float = 60.0  # re-read the rollout after this long without news
-    ping_interval_s: int = 10  # how soon a silently dead connection is noticed
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,66 +75,70 @@ class _Retry(Exception):
     """A fetch failed for a reason that may pass (no connection, object not there yet)."""
 
 
-class ModelSync:
+class ModelSync(BusListener):
     def __init__(
         self,
         models: ModelStore,
-        nats_settings: NatsSettings,
+        bus: BusSupervisor,
         *,
         region: str,
         cache: BundleCache,
         timing: SyncTiming | None = None,
         on_swap: Callable[[ServingModel], None] | None = None,
+        buckets: Buckets = DEFAULT_BUCKETS,
     ) -> None:
         self.models = models
-        self.nats_settings = nats_settings
+        self.bus = bus
         self.region = region
         self.cache = cache
         self.timing = timing or SyncTiming()
         self.on_swap = on_swap
-        self._client: NatsClient | None = None
+        self.buckets = buckets
+        self._lifecycle = Lifecycle("the model sync")
+        self._connection: BusConnection | None = None
+        self._registry: ModelRegistry | None = None
+        self._watch: asyncio.Task[None] | None = None  # of the live connection
+        self._follow: asyncio.Task[None] | None = None
         self._rollout: RolloutState | None = None
         self._rollout_changed = asyncio.Event()
         self._refused: dict[int, str] = {}  # version -> digest of the refused object
         self._canary_bytes: bytes | None = None  # cached once the canary is promoted
         self._refusals = 0
         self._last_error: str | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def status(self) -> SyncStatus:
         return SyncStatus(
             connected=self._connected,
             rollout=self._rollout,
-            last_error=self._last_error,
+            last_error=self._last_error or self.bus.status.last_error,
             refusals=self._refusals,
             refused_versions=tuple(sorted(self._refused)),
         )
 
     @property
     def _connected(self) -> bool:
-        return self._client is not None and self._client.is_connected
+        return self._connection is not None and self._connection.usable
 
     async def start(self) -> None:
         """Loads the cached bundle if nothing is served yet, then syncs in the background."""
-        if self._tasks:
-            raise RuntimeError("a model sync starts once")
+        self._lifecycle.begin_start()
         if self.models.current is None:
             await self._load_from_cache()
         self.models.stale = True  # until the rollout is read over a live connection
-        self._tasks = [
-            asyncio.create_task(self._stay_connected(), name="model-sync-connection"),
-            asyncio.create_task(self._follow_rollout(), name="model-sync-apply"),
-        ]
+        self._follow = asyncio.create_task(self._follow_rollout(), name="model-sync-apply")
+        self.bus.attach(self)
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if not self._lifecycle.begin_close():
+            await self._lifecycle.closed.wait()
+            return
+        self.bus.detach(self)
+        await self._stop_watching()
+        if self._follow is not None:
+            self._follow.cancel()
+            await asyncio.gather(self._follow, return_exceptions=True)
+        self._lifecycle.finish_close()
 
     async def _load_from_cache(self) -> None:
         for version in await asyncio.to_thread(self.cache.versions):
@@ -150,84 +153,61 @@ class ModelSync:
                 pass  # logged and recorded by the store; try the one before
         log.info("no usable cached bundle in %s", self.cache.directory)
 
-    # -- the connection and the watch -----------------------------------------------------
+    # -- the bus and the watch --------------------------------------------------------------
 
-    async def _stay_connected(self) -> None:
-        timing = self.timing
-        delay = timing.connect_retry_initial_s
-        failures = 0
-        while True:
-            closed = asyncio.Event()
-            try:
-                client = await self._connect(closed)
-            except Exception as exc:
-                failures += 1
-                self._note_error(f"cannot connect to NATS: {exc!r}", loud=failures == 1)
-                await _sleep_jittered(delay)
-                delay = min(delay * 2, timing.connect_retry_max_s)
-                continue
-            failures = 0
-            connected_at = time.monotonic()
-            self._client = client
-            url = client.connected_url
-            log.info("connected to NATS at %s:%s", url and url.hostname, url and url.port)
-            watch = asyncio.create_task(self._watch_rollout(client.jetstream()))
-            lost = asyncio.create_task(closed.wait())
-            try:
-                await asyncio.wait({watch, lost}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (watch, lost):
-                    task.cancel()
-                await asyncio.gather(watch, lost, return_exceptions=True)
-                self._client = None
-                self.models.stale = True
-                with contextlib.suppress(Exception):
-                    await client.close()
-            failure = None if watch.cancelled() else watch.exception()
-            if failure is not None:
-                self._note_error(f"watching the rollout failed: {failure!r}", loud=True)
-            log.warning("NATS connection closed; serving the current bundle as stale until back")
-            if time.monotonic() - connected_at > timing.connect_retry_max_s:
-                delay = timing.connect_retry_initial_s
-            await _sleep_jittered(delay)
-            delay = min(delay * 2, timing.connect_retry_max_s)
-
-    async def _connect(self, closed: asyncio.Event) -> NatsClient:
-        async def on_closed() -> None:
-            closed.set()
-
-        async def on_error(exc: Exception) -> None:
-            self._note_error(f"NATS: {exc!r}")
-
-        options: dict[str, Any] = self.nats_settings.connect_options()
-        # Reconnecting is done here, with backoff and a fresh watch, not inside the client.
-        options.update(
-            allow_reconnect=False,
-            max_reconnect_attempts=1,
-            ping_interval=self.timing.ping_interval_s,
-            closed_cb=on_closed,
-            disconnected_cb=on_closed,
-            error_cb=on_error,
+    async def bus_connected(self, connection: BusConnection) -> None:
+        if not self._lifecycle.running:
+            return
+        await self._stop_watching()
+        self._connection = connection
+        self._registry = ModelRegistry(connection.jetstream(), self.buckets)
+        self._watch = asyncio.create_task(
+            self._keep_watching(self._registry, connection), name="model-sync-watch"
         )
-        return await nats.connect(**options)
 
-    async def _watch_rollout(self, js: JetStreamContext) -> None:
-        delay = self.timing.connect_retry_initial_s
-        while True:
+    async def bus_lost(self) -> None:
+        await self._stop_watching()
+        if self._lifecycle.running:
+            self.models.stale = True
+            log.warning("NATS connection lost; serving the current bundle as stale until back")
+
+    def bus_error(self, error: Exception) -> None:
+        self._last_error = f"NATS: {describe_error(error)}"  # the supervisor logs it
+
+    async def _stop_watching(self) -> None:
+        watch, self._watch = self._watch, None
+        self._connection = self._registry = None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _keep_watching(self, registry: ModelRegistry, connection: BusConnection) -> None:
+        """Watches the rollout while ``connection`` lives; a failed watch is started again."""
+        timing = self.timing
+        backoff = Backoff(timing.bucket_retry_initial_s, timing.bucket_retry_max_s)
+        while connection.usable:
             try:
-                bucket = await js.key_value(ROLLOUT_BUCKET)
+                watcher = await registry.watch_rollout(self.region)
             except BucketNotFoundError:
-                if delay == self.timing.connect_retry_initial_s:
-                    log.info("no %s bucket yet; serving what is loaded", ROLLOUT_BUCKET)
+                if backoff.failures == 0:
+                    log.info("no %s bucket yet; serving what is loaded", self.buckets.rollout)
                 self._offer(None)
-                await _sleep_jittered(delay)
-                delay = min(delay * 2, self.timing.bucket_retry_max_s)
-                continue
-            await self._read_updates(bucket)
+            except Exception as exc:
+                self._watch_failed(exc)
+            else:
+                backoff.reset()
+                try:
+                    await self._read_updates(watcher)
+                    continue  # idle for a while: read it afresh
+                except Exception as exc:
+                    self._watch_failed(exc)
+            await backoff.sleep(connection.lost)
 
-    async def _read_updates(self, bucket: KeyValue) -> None:
+    def _watch_failed(self, error: Exception) -> None:
+        self._note_error(f"watching the rollout failed: {describe_error(error)}", loud=True)
+
+    async def _read_updates(self, watcher: Any) -> None:
         """Offers each update until the watch has been idle for a while."""
-        watcher: Any = await bucket.watch(self.region)
         delivered = False
         try:
             while True:
@@ -258,8 +238,9 @@ class ModelSync:
                     )
                     self._rollout_changed.set()  # the bus was heard: re-confirm what is served
         finally:
+            # Bounded: on a connection that just went silent, unsubscribing could wait.
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await asyncio.wait_for(watcher.stop(), _WATCHER_STOP_S)
 
     def _offer(self, rollout: RolloutState | None) -> None:
         self._rollout = rollout
@@ -272,17 +253,15 @@ class ModelSync:
         while True:
             await self._rollout_changed.wait()
             self._rollout_changed.clear()
-            delay = self.timing.fetch_retry_initial_s
+            backoff = Backoff(self.timing.fetch_retry_initial_s, self.timing.fetch_retry_max_s)
             while True:
                 try:
                     await self._apply(self._rollout)
                     break
                 except _Retry as exc:
                     self._note_error(str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._rollout_changed.wait(), _jittered(delay))
+                if not await backoff.sleep(self._rollout_changed):
                     break  # a newer record (or a reconnect) came in: start over with it
-                delay = min(delay * 2, self.timing.fetch_retry_max_s)
 
     async def _apply(self, rollout: RolloutState | None) -> None:
         if rollout is not None:
@@ -335,23 +314,18 @@ class ModelSync:
 
     async def _fetch_verified(self, version: int) -> tuple[ServingModel, bytes] | None:
         """The bundle of ``version``, verified and warmed up; None when this edge refuses it."""
-        client = self._client
-        if client is None or not client.is_connected:
+        registry = self._registry
+        if registry is None or not self._connected:
             raise _Retry(f"bundle {version} is wanted but NATS is not connected")
         name = bundle_object_name(version)
         try:
-            store = await client.jetstream().object_store(MODELS_BUCKET)
-            if version in self._refused:
-                info = await store.get_info(name)
-                if info.digest == self._refused[version]:
-                    return None  # refused before, unchanged since
-            buffer = io.BytesIO()
-            fetched = await asyncio.wait_for(
-                store.get(name, writeinto=buffer), self.timing.fetch_timeout_s
-            )
-        except (nats.errors.Error, TimeoutError, OSError) as exc:
-            raise _Retry(f"cannot fetch {name} from {MODELS_BUCKET}: {exc!r}") from exc
-        data = buffer.getvalue()
+            refused = self._refused.get(version)
+            if refused is not None and await registry.bundle_digest(version) == refused:
+                return None  # refused before, unchanged since
+            fetched = await registry.fetch(version, timeout_s=self.timing.fetch_timeout_s)
+        except (RegistryError, nats.errors.Error, TimeoutError, OSError) as exc:
+            raise _Retry(f"cannot fetch {name}: {describe_error(exc)}") from exc
+        data = fetched.data
         source = f"nats:{name}"
         try:
             self._check_version(data, version, source)
@@ -361,7 +335,7 @@ class ModelSync:
                 log.exception("bundle %d could not be loaded", version)
                 self._record_refusal(source, "load_failed", f"the bundle did not load: {exc!r}")
             self.models.remember_refused(version)
-            self._refused[version] = fetched.info.digest or ""
+            self._refused[version] = fetched.digest
             self._refusals += 1
             self._note_error(f"refused bundle {version}; keeping what is served: {exc}")
             return None
@@ -391,11 +365,3 @@ class ModelSync:
     def _note_error(self, message: str, *, loud: bool = False) -> None:
         self._last_error = message
         log.log(logging.WARNING if loud else logging.DEBUG, "%s", message)
-
-
-def _jittered(delay: float) -> float:
-    return random.uniform(delay / 2, delay)
-
-
-async def _sleep_jittered(delay: float) -> None:
-    await asyncio.sleep(_jittered(delay))

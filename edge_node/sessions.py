@@ -63,7 +63,7 @@ class SessionStore:
         if self.redis is not None and self._listener is None:
             self._listener = asyncio.create_task(self._listen_for_invalidations())
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,6 +16,7 @@ from edge_node.streams import StreamHub
 from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink import Uplink
 from edge_node.uplink.publisher import EventPublisher
+from runtime.supervisor import BusSupervisor
 
 
 @dataclass(eq=False)
@@ -28,6 +29,7 @@ class EdgeState:
     recommender: Recommender
     session_buckets: TokenBuckets
     streams: StreamHub
+    bus: BusSupervisor | None = None  # the one NATS connection, with --nats
     model_sync: ModelSync | None = None
     publisher: EventPublisher | None = None
     telemetry_publisher: TelemetryPublisher | None = None

@@ -11,16 +11,11 @@ goes out covers the whole span, so counts are delayed, never dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-import nats
-from nats.aio.client import Client as NatsClient
-
-from runtime.nats import NatsSettings
 from protocol.rollout import Variant
 from protocol.subjects import telemetry_subject
 from protocol.telemetry import (
@@ -31,6 +26,8 @@ from protocol.telemetry import (
     TelemetryReport,
     VariantStats,
 )
+from runtime.service import Lifecycle
+from runtime.supervisor import BusConnection, BusListener, BusSupervisor, describe_error
 
 log = logging.getLogger("proxima.edge.telemetry")
 
@@ -135,13 +132,16 @@ class TelemetryRecorder:
 StatusReader = Callable[[], dict[str, Any]]
 
 
-class TelemetryPublisher:
-    """Publishes the recorder's interval every ``interval_s`` while NATS is reachable."""
+class TelemetryPublisher(BusListener):
+    """Publishes the recorder's interval every ``interval_s`` on the live bus connection.
+
+    Without one the recorder keeps accumulating, and the next report covers the whole span.
+    """
 
     def __init__(
         self,
         recorder: TelemetryRecorder,
-        nats_settings: NatsSettings,
+        bus: BusSupervisor,
         *,
         region: str,
         node: str,
@@ -149,7 +149,7 @@ class TelemetryPublisher:
         interval_s: float = 5.0,
     ) -> None:
         self.recorder = recorder
-        self.nats_settings = nats_settings
+        self.bus = bus
         self.region = region
         self.node = node
         self.subject = telemetry_subject(region, node)
@@ -158,53 +158,43 @@ class TelemetryPublisher:
         self.started_at_ms = int(time.time() * 1000)
         self.published = 0
         self._seq = 0
-        self._client: NatsClient | None = None
+        self._lifecycle = Lifecycle("the telemetry publisher")
+        self._connection: BusConnection | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self._lifecycle.begin_start()
         self._task = asyncio.create_task(self._run(), name="telemetry")
+        self.bus.attach(self)
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if not self._lifecycle.begin_close():
+            await self._lifecycle.closed.wait()
+            return
+        self.bus.detach(self)
+        self._connection = None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+        self._lifecycle.finish_close()
+
+    async def bus_connected(self, connection: BusConnection) -> None:
+        self._connection = connection
+
+    async def bus_lost(self) -> None:
+        self._connection = None
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
+            connection = self._connection
+            if connection is None or not connection.usable:
+                continue  # keep accumulating; the next report covers the whole span
             try:
-                client = await self._connected()
-                if client is None:
-                    continue  # keep accumulating; the next report covers the whole span
-                await client.publish(self.subject, self.build_report().encode())
+                await connection.client.publish(self.subject, self.build_report().encode())
                 self.published += 1
             except Exception as exc:  # telemetry must never take the edge down
-                log.warning("telemetry not published: %r", exc)
-
-    async def _connected(self) -> NatsClient | None:
-        client = self._client
-        if client is not None and client.is_connected:
-            return client
-        if client is not None and not client.is_closed:
-            return None  # reconnecting by itself
-        options = self.nats_settings.connect_options()
-        options.update(
-            name=f"{options.get('name', 'proxima')}-telemetry",
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1.0,
-            pending_size=1 << 20,
-        )
-        try:
-            self._client = await nats.connect(**options)
-        except Exception as exc:
-            log.debug("telemetry cannot reach NATS: %r", exc)
-            self._client = None
-        return self._client
+                log.warning("telemetry not published: %s", describe_error(exc))
 
     def build_report(self) -> TelemetryReport:
         status = self.status()

@@ -128,11 +128,14 @@ class ModelRegistry:
 
     async def bundle_digest(self, version: int) -> str | None:
         """The digest of ``bundle-<version>``, or None when it is not there."""
+        name = bundle_object_name(version)
         try:
             store = await self.js.object_store(self.buckets.models)
-            info = await store.get_info(bundle_object_name(version))
+            info = await store.get_info(name)
         except (BucketNotFoundError, ObjectNotFoundError):
             return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise RegistryError(f"cannot read {name} in {self.buckets.models}: {exc!r}") from exc
         return info.digest or ""
 
     async def bundle_versions(self) -> list[int]:

@@ -54,6 +54,12 @@ class Lifecycle:
             raise ServiceStateError(f"{self.name} starts once (it is {self.state})")
         self.state = "running"
 
+    def start_failed(self) -> None:
+        """``start`` raised after :meth:`begin_start`: nothing runs, and nothing is to close."""
+        self.state = "closed"
+        self.closing.set()
+        self.closed.set()
+
     def begin_close(self) -> bool:
         """True if the caller must do the closing; False if it is done or under way."""
         if self.state in ("closing", "closed"):

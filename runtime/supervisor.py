@@ -12,8 +12,11 @@ connection the supervisor calls ``bus_connected(connection)``: the listener subs
 opens its watch or its acknowledgement inbox there. When the connection is lost it calls
 ``bus_lost()``: the listener forgets what it held on it. A listener whose
 ``bus_connected`` fails is asked again, with its own backoff, while the connection lives;
-the other listeners keep the connection. Errors nats-py reports (a slow consumer, a
-refused publish) reach every listener's ``bus_error``.
+the other listeners keep the connection. A listener that finds the connection silent (an
+edge publisher whose acknowledgements do not come) sets ``connection.lost``: the supervisor
+then drops that client and connects afresh, as for any lost connection. Errors nats-py
+reports (a slow consumer, a refused publish, a failed connect) reach every listener's
+``bus_error``.
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ class BusSupervisor:
         self._connection: BusConnection | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # bus_connected calls of the live connection, cancelled when it is lost
+        self._telling: set[asyncio.Task[None]] = set()
+        self._client_close_timeout_s = close_timeout_s
         self._generation = 0
         self._last_error: str | None = None
         self._logged_at: dict[str, float] = {}
@@ -119,7 +125,12 @@ class BusSupervisor:
         self._listeners.append(listener)
         connection = self._connection
         if connection is not None and connection.usable:
-            asyncio.get_running_loop().create_task(self._tell_connected(listener, connection))
+            self._tell(listener, connection)
+
+    def detach(self, listener: BusListener) -> None:
+        """Removes a listener (a component that closed); it is told of nothing more."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
 
     @property
     def connection(self) -> BusConnection | None:
@@ -156,14 +167,10 @@ class BusSupervisor:
             await self._lifecycle.closed.wait()
             return
         timeout_s = self.close_timeout_s if timeout_s is None else timeout_s
+        self._client_close_timeout_s = timeout_s
         if self._task is not None:
-            self._task.cancel()
+            self._task.cancel()  # the loop tells the listeners and closes the client
             await asyncio.gather(self._task, return_exceptions=True)
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.lost.set()
-            await self._tell_lost()
-            await _close_client(connection.client, timeout_s)
         self._lifecycle.finish_close()
 
     # -- the loop -----------------------------------------------------------------------
@@ -175,40 +182,35 @@ class BusSupervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._note_error(f"connecting to NATS failed: {_describe(exc)}")
+                self._note_error(f"connecting to NATS failed: {describe_error(exc)}")
                 await self._backoff.sleep()
                 continue
+            if not self._lifecycle.running:  # nats-py can swallow a cancellation in connect
+                await _close_client(connection.client, self._client_close_timeout_s)
+                return
             self._backoff.succeeded()
             self._connection = connection
             self._connected.set()
             log.info("connected to NATS at %s (%s)", self.status.server, self.settings.name)
-            retries = [
-                asyncio.create_task(self._tell_connected(listener, connection))
-                for listener in list(self._listeners)
-            ]
+            for listener in list(self._listeners):
+                self._tell(listener, connection)
             try:
                 await connection.wait_until_lost()
             finally:
-                for task in retries:
-                    task.cancel()
-                await asyncio.gather(*retries, return_exceptions=True)
-                self._connection = None
-                await self._tell_lost()
-                await _close_client(connection.client, self.close_timeout_s)
+                await self._drop(connection)
             self._backoff.lost()
             log.warning("lost the NATS connection (%s); connecting again", self.settings.name)
             await self._backoff.sleep()
 
     async def _connect(self) -> BusConnection:
         client = NatsClient()
-        self._generation += 1
-        connection = BusConnection(client, self._generation)
+        connection = BusConnection(client, self._generation + 1)
 
         async def on_lost() -> None:
             connection.lost.set()
 
         async def on_error(error: Exception) -> None:
-            self._note_error(f"NATS: {_describe(error)}", quiet=True)
+            self._note_error(f"NATS: {describe_error(error)}", quiet=True)
             for listener in list(self._listeners):
                 try:
                     listener.bus_error(error)
@@ -229,9 +231,27 @@ class BusSupervisor:
         except BaseException:
             with contextlib.suppress(Exception):
                 await client.close()
-            self._generation -= 1
             raise
+        self._generation = connection.generation
         return connection
+
+    async def _drop(self, connection: BusConnection) -> None:
+        """Tells everyone the connection is gone, then closes its client (also if cancelled)."""
+        connection.lost.set()  # also when closing: whoever waits on it stops
+        self._connection = None
+        telling, self._telling = self._telling, set()
+        for task in telling:
+            task.cancel()
+        try:
+            await asyncio.gather(*telling, return_exceptions=True)
+            await self._tell_lost()
+        finally:
+            await _close_client(connection.client, self._client_close_timeout_s)
+
+    def _tell(self, listener: BusListener, connection: BusConnection) -> None:
+        task = asyncio.create_task(self._tell_connected(listener, connection))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     async def _tell_connected(self, listener: BusListener, connection: BusConnection) -> None:
         backoff = Backoff(self._backoff.initial_s, self._backoff.max_s)
@@ -243,7 +263,7 @@ class BusSupervisor:
                 raise
             except Exception as exc:
                 name = type(listener).__name__
-                self._note_error(f"{name} could not use the connection: {_describe(exc)}")
+                self._note_error(f"{name} could not use the connection: {describe_error(exc)}")
             await backoff.sleep(connection.lost)
 
     async def _tell_lost(self) -> None:
@@ -267,13 +287,14 @@ class BusSupervisor:
         log.log(logging.DEBUG if quiet else logging.WARNING, "%s: %s", self.settings.name, message)
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     """An error as one line, without any URL credentials nats-py may have put in it."""
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    return _redact(text)
+    return redact(text)
 
 
-def _redact(text: str) -> str:
+def redact(text: str) -> str:
+    """``text`` with the credentials of any URL in it replaced by ``***``."""
     return _CREDENTIALS.sub(r"\1***@", text)
 
 

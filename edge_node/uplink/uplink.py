@@ -50,6 +50,7 @@ from edge_node.uplink.spool import (
     Spool,
     frames_size,
 )
+from runtime.service import Lifecycle
 
 if TYPE_CHECKING:
     from edge_node.config import EdgeSettings
@@ -94,14 +95,13 @@ class Uplink:
         self.config = config
         self.counters = UplinkCounters()
         self._spool: Spool | None = None
-        self._state: Literal["new", "running", "closing", "closed"] = "new"
+        self._lifecycle = Lifecycle("the uplink")
         self._queue: deque[_Submit] = deque()
         self._waiting_events = 0  # queued or being written, for "always"
         self._waiting_bytes = 0
         self._wakeup = asyncio.Event()
         self._appended = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._closed = asyncio.Event()
+        self._closing = self._lifecycle.closing
         self._unsynced = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -132,23 +132,32 @@ class Uplink:
 
     async def start(self) -> None:
         """Opens the spool (recovering it after a crash) and starts the background task."""
-        if self._state != "new":
-            raise RuntimeError("an uplink starts once")
+        self._lifecycle.begin_start()
         config = self.config
-        self._spool = await asyncio.to_thread(
-            Spool, config.directory, segment_bytes=config.segment_bytes, max_bytes=config.max_bytes
-        )
+        try:
+            spool = await asyncio.to_thread(
+                Spool,
+                config.directory,
+                segment_bytes=config.segment_bytes,
+                max_bytes=config.max_bytes,
+            )
+        except BaseException:
+            self._lifecycle.start_failed()
+            raise
+        if not self._lifecycle.running:  # closed while the spool was opening
+            spool.close()
+            return
+        self._spool = spool
         if config.fsync == "always":
             self._tasks.append(asyncio.create_task(self._write_groups(), name="uplink-writer"))
         elif config.fsync == "interval":
             self._tasks.append(asyncio.create_task(self._sync_periodically(), name="uplink-fsync"))
-        self._state = "running"
 
     async def submit(self, encoded_events: Sequence[bytes]) -> None:
         """Returns once the events are in the spool as the fsync policy promises."""
-        if self._state != "running":
+        if not self._lifecycle.running or self._spool is None:
             raise UplinkUnavailableError(
-                f"the uplink is {self._state}", retry_after_s=UNAVAILABLE_RETRY_AFTER_S
+                f"the uplink is {self._state_name}", retry_after_s=UNAVAILABLE_RETRY_AFTER_S
             )
         if not encoded_events:
             return
@@ -165,7 +174,7 @@ class Uplink:
         """Waits until the spool has records not read yet; False once the uplink is closing."""
         spool = self.spool
         while not spool.has_unread:
-            if self._state != "running":
+            if not self._lifecycle.running:
                 return False
             self._appended.clear()
             await self._appended.wait()
@@ -177,13 +186,12 @@ class Uplink:
         Submits still queued when the time is up fail with :class:`UplinkUnavailableError`;
         a write already under way is always finished.
         """
-        if self._state == "closing":
-            await self._closed.wait()
-        if self._state != "running":
-            self._state = "closed"
+        if not self._lifecycle.begin_close():
+            await self._lifecycle.closed.wait()
             return
-        self._state = "closing"
-        self._closing.set()
+        if self._spool is None:  # closed while starting: the spool never opened
+            self._lifecycle.finish_close()
+            return
         self._wakeup.set()
         self._appended.set()
         if self._tasks:
@@ -196,8 +204,13 @@ class Uplink:
             await self._fsync()
         finally:
             spool.close()
-            self._state = "closed"
-            self._closed.set()
+            self._lifecycle.finish_close()
+
+    @property
+    def _state_name(self) -> str:
+        # "starting" while the spool opens: running to the lifecycle, not yet to submits
+        state = self._lifecycle.state
+        return "starting" if state == "running" and self._spool is None else state
 
     async def __aenter__(self) -> Uplink:
         await self.start()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +17,11 @@ from nats.js import JetStreamContext
 from edge_node.config import EdgeSettings
 from edge_node.model_store import ModelStore
 from protocol.keys import load_private_key
+from runtime.registry import ModelRegistry
 from tests.edge_node.conftest import EdgeServer, Keys
-from tests.edge_node.test_model_sync import promote_version, publish_bundle, resign_bundle
+from tests.edge_node.test_model_sync import promote_version, resign_bundle
 from tests.servers import NatsServer, pick_free_port
+from tests.support import eventually
 
 REGION = "eu"
 OLD_VERSION = 7  # the version the edge_bundle fixture is trained as
@@ -104,14 +106,6 @@ async def hammer(
             client.answers.append(Answer(time.perf_counter(), response.status_code, version))
 
 
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + EVENTUALLY_S
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting until {what}")
-        await asyncio.sleep(0.01)
-
-
 async def test_a_promoted_bundle_replaces_the_served_one_under_load(
     edge: SyncedEdge, js: JetStreamContext, edge_keys: Keys, edge_bundle: Path
 ) -> None:
@@ -120,9 +114,14 @@ async def test_a_promoted_bundle_replaces_the_served_one_under_load(
     new_bundle = resign_bundle(
         old_bundle, NEW_VERSION, read_with=signing_key.public_key(), sign_with=signing_key
     )
-    await publish_bundle(js, OLD_VERSION, old_bundle)
+    registry = ModelRegistry(js)
+    await registry.publish_bundle(old_bundle, OLD_VERSION)
     await promote_version(js, REGION, OLD_VERSION)
-    await eventually(lambda: not edge.models.stale, "the edge has confirmed what it serves")
+    await eventually(
+        lambda: not edge.models.stale,
+        "the edge has confirmed what it serves",
+        timeout_s=EVENTUALLY_S,
+    )
     model = edge.models.current
     assert model is not None and model.version == OLD_VERSION
     items = list(model.tables.item_ids[:3])
@@ -137,8 +136,9 @@ async def test_a_promoted_bundle_replaces_the_served_one_under_load(
                 or any(task.done() for task in load)
             ),
             "every client is answered",
+            timeout_s=EVENTUALLY_S,
         )
-        await publish_bundle(js, NEW_VERSION, new_bundle)
+        await registry.publish_bundle(new_bundle, NEW_VERSION)
         promoted_at, promoted_at_wall = time.perf_counter(), time.time()
         await promote_version(js, REGION, NEW_VERSION, step=1)
         await eventually(
@@ -147,6 +147,7 @@ async def test_a_promoted_bundle_replaces_the_served_one_under_load(
                 or any(task.done() for task in load)
             ),
             "every client is answered by the new bundle",
+            timeout_s=EVENTUALLY_S,
         )
     finally:
         stop.set()

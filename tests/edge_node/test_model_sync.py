@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,23 +23,25 @@ from edge_node.bundle_cache import BundleCache
 from edge_node.model_store import ModelStore
 from edge_node.model_sync import ModelSync, SyncTiming
 from protocol.bundle import PART_PREFIX, build_bundle, read_bundle
-from runtime.nats import NatsSettings
 from protocol.keys import load_private_key, load_public_key
 from protocol.rollout import RolloutState
-from protocol.subjects import MODELS_BUCKET, ROLLOUT_BUCKET, bundle_object_name
+from runtime.backoff import Backoff
+from runtime.nats import NatsSettings
+from runtime.registry import ModelRegistry
+from runtime.supervisor import BusSupervisor
 from tests.edge_node.conftest import Keys
 from tests.servers import NatsServer, NatsServerFactory
+from tests.support import eventually
 
 REGION = "eu"
 TRAINED_VERSION = 7  # the version the edge_bundle fixture is trained as
 FAST_RETRIES = SyncTiming(
-    connect_retry_initial_s=0.05,
-    connect_retry_max_s=0.5,
+    bucket_retry_initial_s=0.05,
     bucket_retry_max_s=0.2,
     fetch_retry_initial_s=0.05,
     fetch_retry_max_s=0.5,
 )
-EVENTUALLY_S = 60.0  # a guard against hanging, never a measure of speed
+EVENTUALLY_S = 60.0  # after a server restart: a guard against hanging, never a measure of speed
 
 
 # -- helpers shared with test_hot_swap -----------------------------------------------------------
@@ -64,27 +66,15 @@ def resign_bundle(
     )
 
 
-async def publish_bundle(js: JetStreamContext, version: int, data: bytes) -> None:
-    store = await js.create_object_store(MODELS_BUCKET)
-    await store.put(bundle_object_name(version), data)
-
-
 async def put_rollout(js: JetStreamContext, region: str, record: bytes) -> None:
-    bucket = await js.create_key_value(bucket=ROLLOUT_BUCKET)
+    """Writes ``record`` as it is (malformed ones included) under the region's key."""
+    bucket = await ModelRegistry(js).rollout_kv()
     await bucket.put(region, record)
 
 
 async def promote_version(js: JetStreamContext, region: str, version: int, step: int = 0) -> None:
     record = RolloutState(stable=version, step=step, updated_at="2025-01-01T00:00:00Z")
     await put_rollout(js, region, record.encode())
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + EVENTUALLY_S
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"gave up waiting until {what}")
-        await asyncio.sleep(0.01)
 
 
 def served_version(models: ModelStore) -> int | None:
@@ -141,24 +131,26 @@ def cache(tmp_path: Path) -> BundleCache:
     return BundleCache(tmp_path / "bundle-cache")
 
 
-SyncFactory = Callable[[ModelStore], ModelSync]
+SyncFactory = Callable[[ModelStore], Awaitable[ModelSync]]
 
 
 @pytest.fixture
 async def new_sync(nats_server: NatsServer, cache: BundleCache) -> AsyncIterator[SyncFactory]:
-    started: list[ModelSync] = []
+    """A model sync (not started) on a started supervisor of the test's server, as an edge
+    starts them."""
+    started: list[tuple[BusSupervisor, ModelSync]] = []
 
-    def make(models: ModelStore) -> ModelSync:
-        sync = ModelSync(
-            models, NatsSettings.from_url(nats_server.url), region=REGION, cache=cache,
-            timing=FAST_RETRIES,
-        )  # fmt: skip
-        started.append(sync)
+    async def make(models: ModelStore) -> ModelSync:
+        bus = BusSupervisor(NatsSettings.from_url(nats_server.url), backoff=Backoff(0.05, 0.5))
+        await bus.start()
+        sync = ModelSync(models, bus, region=REGION, cache=cache, timing=FAST_RETRIES)
+        started.append((bus, sync))
         return sync
 
     yield make
-    for sync in started:
+    for bus, sync in started:
         await sync.close()
+        await bus.close()
 
 
 # -- following the rollout -----------------------------------------------------------------------
@@ -171,11 +163,11 @@ async def test_a_promoted_bundle_is_fetched_swapped_in_and_cached(
     js: JetStreamContext,
     new_sync: SyncFactory,
 ) -> None:
-    sync = new_sync(models)
+    sync = await new_sync(models)
     await sync.start()
     assert models.stale  # nothing heard from the bus yet
 
-    await publish_bundle(js, 8, bundles.version(8))
+    await ModelRegistry(js).publish_bundle(bundles.version(8), 8)
     await promote_version(js, REGION, 8)
     await eventually(lambda: served_version(models) == 8, "version 8 is served")
     await eventually(lambda: cache.versions() == [8], "version 8 is cached")
@@ -183,10 +175,10 @@ async def test_a_promoted_bundle_is_fetched_swapped_in_and_cached(
     assert sync.status.connected
     assert sync.status.rollout is not None and sync.status.rollout.stable == 8
 
-    await publish_bundle(js, 9, bundles.version(9))
+    await ModelRegistry(js).publish_bundle(bundles.version(9), 9)
     await promote_version(js, REGION, 9, step=1)
     await eventually(lambda: served_version(models) == 9, "version 9 is served")
-    await publish_bundle(js, 10, bundles.version(10))
+    await ModelRegistry(js).publish_bundle(bundles.version(10), 10)
     await promote_version(js, REGION, 10, step=2)
     await eventually(lambda: served_version(models) == 10, "version 10 is served")
 
@@ -201,10 +193,11 @@ async def test_a_promoted_bundle_is_fetched_swapped_in_and_cached(
 async def test_the_current_value_is_read_at_start(
     models: ModelStore, bundles: Bundles, js: JetStreamContext, new_sync: SyncFactory
 ) -> None:
-    await publish_bundle(js, 8, bundles.version(8))
+    await ModelRegistry(js).publish_bundle(bundles.version(8), 8)
     await promote_version(js, REGION, 8)
 
-    await new_sync(models).start()
+    sync = await new_sync(models)
+    await sync.start()
 
     await eventually(lambda: served_version(models) == 8, "version 8 is served")
 
@@ -219,10 +212,10 @@ async def test_bundles_failing_a_check_are_refused_and_the_served_one_stays(
 ) -> None:
     other_private, _ = write_keypair(tmp_path / "other-keys")
     wrongly_signed = bundles.signed_by(load_private_key(other_private.read_bytes()), 8)
-    sync = new_sync(models)
+    sync = await new_sync(models)
     await sync.start()
 
-    await publish_bundle(js, 8, wrongly_signed)
+    await ModelRegistry(js).publish_bundle(wrongly_signed, 8)
     await promote_version(js, REGION, 8)
     await eventually(lambda: models.refusals == 1, "the wrongly signed bundle is refused")
     assert served_version(models) == TRAINED_VERSION
@@ -230,7 +223,7 @@ async def test_bundles_failing_a_check_are_refused_and_the_served_one_stays(
     assert models.last_refusal.code == "key_mismatch"
     assert models.last_refusal.source == "nats:bundle-8"
 
-    await publish_bundle(js, 9, corrupt_a_part(bundles.version(9)))
+    await ModelRegistry(js).publish_bundle(corrupt_a_part(bundles.version(9)), 9)
     await promote_version(js, REGION, 9, step=1)
     await eventually(lambda: models.refusals == 2, "the corrupted bundle is refused")
     assert models.last_refusal is not None
@@ -242,14 +235,14 @@ async def test_bundles_failing_a_check_are_refused_and_the_served_one_stays(
 
     # The same refused object named again is not fetched and checked again ...
     await promote_version(js, REGION, 9, step=2)
-    await publish_bundle(js, 10, bundles.version(10))
+    await ModelRegistry(js).publish_bundle(bundles.version(10), 10)
     await promote_version(js, REGION, 10, step=3)
     await eventually(lambda: served_version(models) == 10, "version 10 is served")
     assert models.refusals == 2
     assert not models.stale
 
     # ... but a repaired object under the refused name is.
-    await publish_bundle(js, 9, bundles.version(9))
+    await ModelRegistry(js).publish_bundle(bundles.version(9), 9)
     await promote_version(js, REGION, 9, step=4)
     await eventually(lambda: served_version(models) == 9, "the repaired version 9 is served")
     assert models.refusals == 2
@@ -261,7 +254,7 @@ async def test_bundles_failing_a_check_are_refused_and_the_served_one_stays(
 async def test_a_version_named_before_its_object_is_uploaded_is_fetched_once_it_is(
     models: ModelStore, bundles: Bundles, js: JetStreamContext, new_sync: SyncFactory
 ) -> None:
-    sync = new_sync(models)
+    sync = await new_sync(models)
     await sync.start()
     await promote_version(js, REGION, 8)
     await eventually(
@@ -269,7 +262,7 @@ async def test_a_version_named_before_its_object_is_uploaded_is_fetched_once_it_
     )
     assert served_version(models) == TRAINED_VERSION
 
-    await publish_bundle(js, 8, bundles.version(8))
+    await ModelRegistry(js).publish_bundle(bundles.version(8), 8)
 
     await eventually(lambda: served_version(models) == 8, "version 8 is served")
     assert models.refusals == 0
@@ -278,9 +271,10 @@ async def test_a_version_named_before_its_object_is_uploaded_is_fetched_once_it_
 async def test_an_object_whose_manifest_names_another_version_is_refused(
     models: ModelStore, bundles: Bundles, js: JetStreamContext, new_sync: SyncFactory
 ) -> None:
-    await new_sync(models).start()
+    sync = await new_sync(models)
+    await sync.start()
 
-    await publish_bundle(js, 11, bundles.version(12))
+    await ModelRegistry(js).publish_bundle(bundles.version(12), 11)
     await promote_version(js, REGION, 11)
 
     await eventually(lambda: models.refusals == 1, "the mislabelled bundle is refused")
@@ -292,9 +286,9 @@ async def test_an_object_whose_manifest_names_another_version_is_refused(
 async def test_a_malformed_rollout_record_keeps_the_current_bundle(
     models: ModelStore, bundles: Bundles, js: JetStreamContext, new_sync: SyncFactory
 ) -> None:
-    sync = new_sync(models)
+    sync = await new_sync(models)
     await sync.start()
-    await publish_bundle(js, 8, bundles.version(8))
+    await ModelRegistry(js).publish_bundle(bundles.version(8), 8)
     await promote_version(js, REGION, 8)
     await eventually(lambda: served_version(models) == 8, "version 8 is served")
 
@@ -305,7 +299,7 @@ async def test_a_malformed_rollout_record_keeps_the_current_bundle(
     assert served_version(models) == 8
     assert sync.status.rollout is not None and sync.status.rollout.stable == 8
 
-    await publish_bundle(js, 9, bundles.version(9))
+    await ModelRegistry(js).publish_bundle(bundles.version(9), 9)
     await promote_version(js, REGION, 9, step=1)
     await eventually(lambda: served_version(models) == 9, "version 9 is served")
 
@@ -313,13 +307,13 @@ async def test_a_malformed_rollout_record_keeps_the_current_bundle(
 async def test_an_edge_without_a_bundle_waits_for_the_rollout_bucket_to_appear(
     empty_models: ModelStore, bundles: Bundles, js: JetStreamContext, new_sync: SyncFactory
 ) -> None:
-    sync = new_sync(empty_models)
+    sync = await new_sync(empty_models)
     await sync.start()
     assert not empty_models.ready
     await eventually(lambda: sync.status.connected, "connected")
     await eventually(lambda: not empty_models.stale, "the missing rollout is confirmed")
 
-    await publish_bundle(js, 8, bundles.version(8))
+    await ModelRegistry(js).publish_bundle(bundles.version(8), 8)
     await promote_version(js, REGION, 8)
 
     await eventually(lambda: served_version(empty_models) == 8, "version 8 is served")
@@ -341,7 +335,7 @@ async def test_an_edge_started_with_nats_down_serves_its_cached_bundle_as_stale(
     cache.store(TRAINED_VERSION, bundles.trained)
     await asyncio.to_thread(nats_server.stop)
 
-    sync = new_sync(empty_models)
+    sync = await new_sync(empty_models)
     await sync.start()
 
     assert served_version(empty_models) == TRAINED_VERSION
@@ -354,11 +348,12 @@ async def test_an_edge_started_with_nats_down_serves_its_cached_bundle_as_stale(
     client = await nats.connect(nats_server.url)
     try:
         js = client.jetstream()
-        await publish_bundle(js, named_version, bundles.version(named_version))
+        await ModelRegistry(js).publish_bundle(bundles.version(named_version), named_version)
         await promote_version(js, REGION, named_version)
         await eventually(
             lambda: served_version(empty_models) == named_version and not empty_models.stale,
             f"version {named_version} is served and confirmed",
+            timeout_s=EVENTUALLY_S,
         )
     finally:
         await client.close()
@@ -376,7 +371,8 @@ async def test_a_cached_bundle_that_fails_its_checks_gives_way_to_the_one_before
     cache.store(8, corrupt_a_part(bundles.version(8)))
     await asyncio.to_thread(nats_server.stop)
 
-    await new_sync(empty_models).start()
+    sync = await new_sync(empty_models)
+    await sync.start()
 
     assert served_version(empty_models) == TRAINED_VERSION
     assert empty_models.stale
@@ -392,9 +388,9 @@ async def test_a_lost_connection_makes_the_edge_stale_until_it_reads_the_rollout
     js: JetStreamContext,
     new_sync: SyncFactory,
 ) -> None:
-    sync = new_sync(models)
+    sync = await new_sync(models)
     await sync.start()
-    await publish_bundle(js, 8, bundles.version(8))
+    await ModelRegistry(js).publish_bundle(bundles.version(8), 8)
     await promote_version(js, REGION, 8)
     await eventually(lambda: served_version(models) == 8 and not models.stale, "8 is confirmed")
 
@@ -404,11 +400,13 @@ async def test_a_lost_connection_makes_the_edge_stale_until_it_reads_the_rollout
     assert served_version(models) == 8
 
     await asyncio.to_thread(nats_server.start)
-    await eventually(lambda: not models.stale, "the edge has read the rollout again")
+    await eventually(
+        lambda: not models.stale, "the edge has read the rollout again", timeout_s=EVENTUALLY_S
+    )
     client = await nats.connect(nats_server.url)
     try:
         publisher = client.jetstream()
-        await publish_bundle(publisher, 9, bundles.version(9))
+        await ModelRegistry(publisher).publish_bundle(bundles.version(9), 9)
         await promote_version(publisher, REGION, 9, step=1)
         await eventually(lambda: served_version(models) == 9, "version 9 is served")
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -15,10 +16,14 @@ from edge_node.telemetry import (
     TelemetryRecorder,
     variant_of_request,
 )
-from runtime.nats import NatsSettings
 from protocol.keys import load_public_key
 from protocol.telemetry import TelemetryReport, decode_report
+from runtime.backoff import Backoff
+from runtime.nats import NatsSettings
+from runtime.supervisor import BusSupervisor
 from tests.edge_node.conftest import EdgeFactory, Keys
+from tests.servers import NatsServer
+from tests.support import eventually
 
 
 @pytest.fixture(scope="module")
@@ -100,31 +105,67 @@ async def test_an_edge_publishes_what_it_answered_on_its_telemetry_subject(
     assert answered == 12
 
 
+def away_status() -> dict[str, Any]:
+    return {
+        "ready": True,
+        "stale": True,
+        "stable": 3,
+        "canary": None,
+        "canary_percent": 0,
+        "shadow": False,
+        "refused": {},
+        "spool_events": 0,
+        "spool_bytes": 0,
+        "publish_lag_s": 0.0,
+    }
+
+
 async def test_the_publisher_keeps_counting_while_the_bus_is_away() -> None:
     recorder = TelemetryRecorder()
+    bus = BusSupervisor(NatsSettings(servers=("nats://127.0.0.1:1",), connect_timeout_s=0.2))
     publisher = TelemetryPublisher(
         recorder,
-        NatsSettings(servers=("nats://127.0.0.1:1",), connect_timeout_s=0.2),
+        bus,
         region="eu",
         node="n1",
-        status=lambda: {
-            "ready": True,
-            "stale": True,
-            "stable": 3,
-            "canary": None,
-            "canary_percent": 0,
-            "shadow": False,
-            "refused": {},
-            "spool_events": 0,
-            "spool_bytes": 0,
-            "publish_lag_s": 0.0,
-        },
+        status=away_status,
         interval_s=0.05,
     )
+    await bus.start()
     await publisher.start()
     recorder.answered("stable", 3, 0.001)
-    await asyncio.sleep(0.3)
+    await eventually(lambda: bus.status.last_error is not None, "the bus was tried")
+    await asyncio.sleep(0.3)  # a few intervals without a connection
     await publisher.close()
+    await bus.close()
     assert publisher.published == 0
     report = publisher.build_report()
     assert report.variants["stable"].requests == 1  # nothing was lost meanwhile
+
+
+async def test_what_was_counted_while_the_bus_was_away_goes_out_once_it_is_back(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "late-nats")  # its URL is known before it runs
+    bus = BusSupervisor(NatsSettings.from_url(server.url), backoff=Backoff(0.05, 0.5))
+    recorder = TelemetryRecorder()
+    publisher = TelemetryPublisher(
+        recorder, bus, region="eu", node="late", status=away_status, interval_s=0.05
+    )
+    await bus.start()
+    await publisher.start()
+    try:
+        for _ in range(3):
+            recorder.answered("stable", 3, 0.001)
+        await eventually(lambda: bus.status.last_error is not None, "the bus was tried")
+        assert publisher.published == 0
+        assert recorder.variants["stable"].requests == 3  # kept for the next report
+
+        await asyncio.to_thread(server.start)
+        await eventually(lambda: publisher.published >= 1, "a report went out")
+        # the report that went out took the three answers from while the bus was away
+        assert recorder.variants["stable"].requests == 0
+    finally:
+        await publisher.close()
+        await bus.close()
+        server.close()

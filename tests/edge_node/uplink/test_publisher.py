@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +16,21 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from edge_node.uplink import Uplink, UplinkConfig, UplinkUnavailableError
-from edge_node.uplink.publisher import Backoff, EventPublisher, PublisherError
-from runtime.nats import NatsSettings
+from edge_node.uplink.publisher import EventPublisher
 from protocol.codec import decode_msgpack_event, encode_msgpack
 from protocol.events import Event
 from protocol.subjects import DUPLICATE_WINDOW_S, EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from runtime.backoff import Backoff
+from runtime.nats import NatsSettings
+from runtime.service import ServiceStateError
+from runtime.supervisor import BusSupervisor
 from tests.servers import NatsServer, NatsServerFactory
+from tests.support import eventually
 
 REGION = "test-region"
 LIVENESS_TIMEOUT_S = 60.0  # a bound on waiting for something that must happen, not a timing
+
+BusFactory = Callable[[str], Awaitable[BusSupervisor]]
 
 
 @dataclass(frozen=True)
@@ -46,15 +53,6 @@ def event_ids(tag: str, numbers: range) -> list[str]:
 
 def unique_node() -> str:
     return f"node-{uuid.uuid4().hex[:12]}"
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LIVENESS_TIMEOUT_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def stored_events(url: str, subject: str) -> list[StoredEvent]:
@@ -80,18 +78,15 @@ async def stored_events(url: str, subject: str) -> list[StoredEvent]:
 
 def publisher_for(
     uplink: Uplink,
-    url: str,
+    bus: BusSupervisor,
     node: str,
     *,
     batch: int = 256,
     ack_timeout_s: float = 5.0,
     ensure_stream: bool = True,
 ) -> EventPublisher:
-    settings = NatsSettings(
-        servers=(url,), name="publisher-test", connect_timeout_s=1.0, reconnect_wait_s=0.1
-    )
     return EventPublisher(
-        uplink, settings, region=REGION, node=node, batch=batch, ack_timeout_s=ack_timeout_s,
+        uplink, bus, region=REGION, node=node, batch=batch, ack_timeout_s=ack_timeout_s,
         ensure_stream=ensure_stream, max_backoff_s=0.5,
     )
 
@@ -108,10 +103,31 @@ async def uplink(tmp_path: Path) -> AsyncIterator[Uplink]:
         yield started
 
 
-async def test_events_reach_the_stream_in_order_once_each(uplink: Uplink, nats_url: str) -> None:
+@pytest.fixture
+async def bus() -> AsyncIterator[BusFactory]:
+    """Starts the process's one NATS connection for a URL, as the edge app does."""
+    started: list[BusSupervisor] = []
+
+    async def start(url: str) -> BusSupervisor:
+        settings = NatsSettings(
+            servers=(url,), name="publisher-test", connect_timeout_s=1.0, reconnect_wait_s=0.1
+        )
+        supervisor = BusSupervisor(settings, backoff=Backoff(0.05, 0.5))
+        await supervisor.start()
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in reversed(started):
+        await supervisor.close(5.0)
+
+
+async def test_events_reach_the_stream_in_order_once_each(
+    uplink: Uplink, nats_url: str, bus: BusFactory
+) -> None:
     node = unique_node()
     await submit_in_batches(uplink, "order", range(600))
-    publisher = publisher_for(uplink, nats_url, node, batch=64)
+    publisher = publisher_for(uplink, await bus(nats_url), node, batch=64)
     await publisher.start()
     try:
         await submit_in_batches(uplink, "order", range(600, 1000), batch=7)
@@ -129,13 +145,13 @@ async def test_events_reach_the_stream_in_order_once_each(uplink: Uplink, nats_u
 
 
 async def test_events_wait_in_the_spool_until_nats_comes_up(
-    uplink: Uplink, tmp_path: Path
+    uplink: Uplink, tmp_path: Path, bus: BusFactory
 ) -> None:
     server = NatsServer(tmp_path / "late-nats")  # its URL is known before it runs
     url = server.url
     try:
         await submit_in_batches(uplink, "late", range(300))
-        publisher = publisher_for(uplink, url, "edge-late")
+        publisher = publisher_for(uplink, await bus(url), "edge-late")
         await publisher.start()
         try:
             await submit_in_batches(uplink, "late", range(300, 400))
@@ -144,7 +160,11 @@ async def test_events_wait_in_the_spool_until_nats_comes_up(
             assert status.pending_records == 400
             await asyncio.to_thread(server.start)
             assert server.url == url, "the port was taken meanwhile"
-            await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
+            await eventually(
+                lambda: publisher.status.pending_records == 0,
+                "the spool drained",
+                timeout_s=LIVENESS_TIMEOUT_S,
+            )
             assert publisher.status.connected
         finally:
             await publisher.close(timeout_s=5.0)
@@ -155,11 +175,13 @@ async def test_events_wait_in_the_spool_until_nats_comes_up(
 
 
 async def test_nats_killed_and_restarted_mid_stream_loses_and_repeats_nothing(
-    uplink: Uplink, nats_server_factory: NatsServerFactory
+    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
     total = 3000
-    publisher = publisher_for(uplink, server.url, "edge-crash", batch=128, ack_timeout_s=2.0)
+    publisher = publisher_for(
+        uplink, await bus(server.url), "edge-crash", batch=128, ack_timeout_s=2.0
+    )
     await publisher.start()
 
     async def keep_submitting() -> None:
@@ -179,7 +201,11 @@ async def test_nats_killed_and_restarted_mid_stream_loses_and_repeats_nothing(
         )
         await asyncio.to_thread(server.start)
         await submitter
-        await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
+        await eventually(
+            lambda: publisher.status.pending_records == 0,
+            "the spool drained",
+            timeout_s=LIVENESS_TIMEOUT_S,
+        )
         assert publisher.status.reconnects >= 1
     finally:
         submitter.cancel()
@@ -193,11 +219,13 @@ async def test_nats_killed_and_restarted_mid_stream_loses_and_repeats_nothing(
 
 
 async def test_a_stalled_server_is_left_and_nothing_is_lost_or_repeated(
-    uplink: Uplink, nats_server_factory: NatsServerFactory
+    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
     assert server.pid is not None
-    publisher = publisher_for(uplink, server.url, "edge-stall", batch=64, ack_timeout_s=0.5)
+    publisher = publisher_for(
+        uplink, await bus(server.url), "edge-stall", batch=64, ack_timeout_s=0.5
+    )
     await publisher.start()
     try:
         await submit_in_batches(uplink, "stall", range(300))
@@ -212,7 +240,11 @@ async def test_a_stalled_server_is_left_and_nothing_is_lost_or_repeated(
         finally:
             os.kill(server.pid, signal.SIGCONT)
         await submit_in_batches(uplink, "stall", range(600, 700))
-        await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
+        await eventually(
+            lambda: publisher.status.pending_records == 0,
+            "the spool drained",
+            timeout_s=LIVENESS_TIMEOUT_S,
+        )
         assert publisher.status.reconnects >= 1
     finally:
         await publisher.close(timeout_s=5.0)
@@ -221,11 +253,11 @@ async def test_a_stalled_server_is_left_and_nothing_is_lost_or_repeated(
 
 
 async def test_without_ensure_stream_the_events_wait_for_central_to_make_it(
-    uplink: Uplink, nats_server_factory: NatsServerFactory
+    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
     await submit_in_batches(uplink, "central", range(100))
-    publisher = publisher_for(uplink, server.url, "edge-central", ensure_stream=False)
+    publisher = publisher_for(uplink, await bus(server.url), "edge-central", ensure_stream=False)
     await publisher.start()
     try:
         await eventually(lambda: publisher.status.publish_errors >= 2, "publishes were refused")
@@ -243,13 +275,13 @@ async def test_without_ensure_stream_the_events_wait_for_central_to_make_it(
 
 
 async def test_a_new_publisher_continues_after_the_committed_cursor(
-    tmp_path: Path, nats_url: str
+    tmp_path: Path, nats_url: str, bus: BusFactory
 ) -> None:
     node = unique_node()
     config = UplinkConfig(tmp_path / "spool", fsync="always")
     async with Uplink(config) as first_uplink:
         await submit_in_batches(first_uplink, "again", range(500))
-        first = publisher_for(first_uplink, nats_url, node, batch=100)
+        first = publisher_for(first_uplink, await bus(nats_url), node, batch=100)
         await first.start()
         await eventually(lambda: first.status.pending_records == 0, "the spool drained")
         await first.close(timeout_s=5.0)
@@ -258,7 +290,7 @@ async def test_a_new_publisher_continues_after_the_committed_cursor(
     async with Uplink(config) as second_uplink:
         await submit_in_batches(second_uplink, "again", range(600, 800))
         assert second_uplink.spool.pending_records == 300
-        second = publisher_for(second_uplink, nats_url, node, batch=100)
+        second = publisher_for(second_uplink, await bus(nats_url), node, batch=100)
         await second.start()
         try:
             await eventually(lambda: second.status.pending_records == 0, "the spool drained")
@@ -271,7 +303,7 @@ async def test_a_new_publisher_continues_after_the_committed_cursor(
 
 
 async def test_a_record_that_is_no_event_is_skipped_and_counted(
-    uplink: Uplink, nats_url: str
+    uplink: Uplink, nats_url: str, bus: BusFactory
 ) -> None:
     node = unique_node()
     not_msgpack = b"\xc1 not msgpack"
@@ -279,7 +311,7 @@ async def test_a_record_that_is_no_event_is_skipped_and_counted(
     await uplink.submit([make_event("skip", n) for n in range(5)])
     await uplink.submit([not_msgpack, *(make_event("skip", n) for n in range(5, 8))])
     await uplink.submit([not_an_event, *(make_event("skip", n) for n in range(8, 10))])
-    publisher = publisher_for(uplink, nats_url, node, batch=4)
+    publisher = publisher_for(uplink, await bus(nats_url), node, batch=4)
     await publisher.start()
     try:
         await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
@@ -291,10 +323,11 @@ async def test_a_record_that_is_no_event_is_skipped_and_counted(
 
 
 async def test_close_with_nats_down_leaves_the_records_for_the_next_start(
-    uplink: Uplink, nats_server_factory: NatsServerFactory
+    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
-    publisher = publisher_for(uplink, server.url, "edge-down", batch=50, ack_timeout_s=2.0)
+    connection = await bus(server.url)
+    publisher = publisher_for(uplink, connection, "edge-down", batch=50, ack_timeout_s=2.0)
     await publisher.start()
     await submit_in_batches(uplink, "down", range(200))
     await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
@@ -305,19 +338,25 @@ async def test_close_with_nats_down_leaves_the_records_for_the_next_start(
     assert publisher.status.published == 200
 
     await asyncio.to_thread(server.start)
-    successor = publisher_for(uplink, server.url, "edge-down", batch=50)
+    successor = publisher_for(uplink, connection, "edge-down", batch=50)  # the same process
     await successor.start()
     try:
-        await eventually(lambda: successor.status.pending_records == 0, "the spool drained")
+        await eventually(
+            lambda: successor.status.pending_records == 0,
+            "the spool drained",
+            timeout_s=LIVENESS_TIMEOUT_S,
+        )
     finally:
         await successor.close(timeout_s=5.0)
     stored = await stored_events(server.url, events_subject(REGION, "edge-down"))
     assert [event.event_id for event in stored] == event_ids("down", range(500))
 
 
-async def test_close_returns_when_nats_never_answered(uplink: Uplink, tmp_path: Path) -> None:
+async def test_close_returns_when_nats_never_answered(
+    uplink: Uplink, tmp_path: Path, bus: BusFactory
+) -> None:
     never_started = NatsServer(tmp_path / "never")
-    publisher = publisher_for(uplink, never_started.url, "edge-never")
+    publisher = publisher_for(uplink, await bus(never_started.url), "edge-never")
     await publisher.start()
     await submit_in_batches(uplink, "never", range(50))
     await asyncio.wait_for(publisher.close(timeout_s=0.5), LIVENESS_TIMEOUT_S)
@@ -327,7 +366,7 @@ async def test_close_returns_when_nats_never_answered(uplink: Uplink, tmp_path: 
 
 
 async def test_an_existing_stream_is_left_as_central_made_it(
-    uplink: Uplink, nats_server_factory: NatsServerFactory
+    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
     client = await nats.connect(server.url)
@@ -338,7 +377,7 @@ async def test_an_existing_stream_is_left_as_central_made_it(
             duplicate_window=DUPLICATE_WINDOW_S * 2, max_msgs=10_000,
         ))
         await submit_in_batches(uplink, "kept", range(20))
-        publisher = publisher_for(uplink, server.url, "edge-kept")
+        publisher = publisher_for(uplink, await bus(server.url), "edge-kept")
         await publisher.start()
         try:
             await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
@@ -352,11 +391,11 @@ async def test_an_existing_stream_is_left_as_central_made_it(
 
 
 async def test_a_missing_stream_is_added_with_the_design_settings(
-    uplink: Uplink, nats_server_factory: NatsServerFactory
+    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
     await submit_in_batches(uplink, "made", range(20))
-    publisher = publisher_for(uplink, server.url, "edge-made")
+    publisher = publisher_for(uplink, await bus(server.url), "edge-made")
     await publisher.start()
     try:
         await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
@@ -372,29 +411,39 @@ async def test_a_missing_stream_is_added_with_the_design_settings(
 
 
 async def test_start_needs_a_started_uplink_and_happens_once(
-    tmp_path: Path, nats_url: str
+    tmp_path: Path, nats_url: str, bus: BusFactory
 ) -> None:
     uplink = Uplink(UplinkConfig(tmp_path / "spool"))
     with pytest.raises(UplinkUnavailableError):
-        await publisher_for(uplink, nats_url, unique_node()).start()
+        await publisher_for(uplink, await bus(nats_url), unique_node()).start()
     async with uplink:
-        publisher = publisher_for(uplink, nats_url, unique_node())
+        publisher = publisher_for(uplink, await bus(nats_url), unique_node())
         await publisher.start()
         try:
-            with pytest.raises(PublisherError):
+            with pytest.raises(ServiceStateError):
                 await publisher.start()
         finally:
             await asyncio.gather(publisher.close(timeout_s=5.0), publisher.close(timeout_s=5.0))
         await publisher.close(timeout_s=5.0)
-        with pytest.raises(PublisherError):
+        with pytest.raises(ServiceStateError):
             await publisher.start()
 
 
-def test_backoff_grows_with_jitter_up_to_its_cap() -> None:
-    backoff = Backoff(initial_s=0.1, max_s=1.0)
-    delays = [backoff.next_delay() for _ in range(8)]
-    ceilings = [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 1.0]
-    for delay, ceiling in zip(delays, ceilings, strict=True):
-        assert ceiling / 2 <= delay <= ceiling
-    backoff.reset()
-    assert backoff.next_delay() <= 0.1
+
+async def test_status_and_logs_never_show_the_nats_credentials(
+    uplink: Uplink, nats_server: NatsServer, bus: BusFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="proxima")
+    password = "s3cretPW"
+    with_password = nats_server.url.replace("nats://", f"nats://edge:{password}@")
+    await submit_in_batches(uplink, "secret", range(10))
+    publisher = publisher_for(uplink, await bus(with_password), "edge-secret")
+    await publisher.start()
+    try:
+        await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
+        assert publisher.status.connected
+    finally:
+        await publisher.close(timeout_s=5.0)
+    assert f"127.0.0.1:{nats_server.port}" in caplog.text  # where it connected, and no more
+    assert password not in caplog.text
+    assert password not in repr(publisher.status)

@@ -25,6 +25,7 @@ from edge_node.uplink import (
     UplinkUnavailableError,
 )
 from edge_node.uplink.spool import MAX_RECORD_BYTES, frames_size
+from runtime.service import ServiceStateError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 POLICIES: tuple[FsyncPolicy, ...] = get_args(FsyncPolicy)
@@ -185,7 +186,7 @@ async def test_submit_outside_start_and_close_is_refused(tmp_path: Path) -> None
     await uplink.close()
     with pytest.raises(UplinkUnavailableError, match="closed"):
         await uplink.submit(payloads(1))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServiceStateError):
         await uplink.start()
 
 

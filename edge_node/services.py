@@ -1,0 +1,80 @@
+"""What an edge runs beside its routes, in start order, and the share of the shutdown each gets.
+
+Every entry is a :class:`runtime.service.Service`; the app's lifespan starts them in this order
+on a :class:`runtime.service.ServiceStack` and closes them in reverse within
+``shutdown_timeout_s``: the telemetry publisher, the event publisher (draining the spool
+into JetStream within its share), the model sync, the one NATS connection, the session
+store, and last the uplink, which fsyncs and closes the spool the publisher read.
+
+With ``--nats`` the edge holds exactly one NATS connection, the
+:class:`~runtime.supervisor.BusSupervisor`'s; the publisher, the model sync and the
+telemetry publisher are its listeners.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from edge_node.bundle_cache import BundleCache
+from edge_node.config import EdgeSettings
+from edge_node.model_sync import ModelSync
+from edge_node.state import EdgeState, node_status
+from edge_node.telemetry import TelemetryPublisher
+from edge_node.uplink.publisher import EventPublisher
+from protocol.serving import ServingModel
+from runtime.service import Service
+from runtime.supervisor import BusSupervisor
+
+PING_INTERVAL_S: Final = 10  # how soon a silently dead connection is noticed
+# Of what is left of the shutdown when its turn comes, the publisher drains for this share;
+# the rest is for the model sync, the connection, and the spool's last fsync.
+PUBLISHER_SHARE: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    service: Service
+    share: float = 1.0  # of the shutdown time left at its turn to close
+
+
+def edge_services(
+    settings: EdgeSettings, state: EdgeState, *, on_swap: Callable[[ServingModel], None]
+) -> list[Entry]:
+    """The edge's services in start order; with NATS settings, also sets the bus parts of
+    ``state`` (``bus``, ``model_sync``, ``publisher``, ``telemetry_publisher``)."""
+    services = [Entry(state.uplink), Entry(state.sessions)]
+    nats = settings.nats_settings()
+    if nats is None:
+        return services
+    bus = state.bus = BusSupervisor(nats, ping_interval_s=PING_INTERVAL_S)
+    state.model_sync = ModelSync(
+        state.models,
+        bus,
+        region=settings.region,
+        cache=BundleCache(settings.bundle_cache_dir),
+        on_swap=on_swap,
+    )
+    state.publisher = EventPublisher(
+        state.uplink,
+        bus,
+        region=settings.region,
+        node=settings.node,
+        batch=settings.publish_batch,
+    )
+    state.telemetry_publisher = TelemetryPublisher(
+        state.recommender.telemetry,
+        bus,
+        region=settings.region,
+        node=settings.node,
+        status=lambda: node_status(state),
+        interval_s=settings.telemetry_interval_s,
+    )
+    return [
+        *services,
+        Entry(bus),
+        Entry(state.model_sync),
+        Entry(state.publisher, PUBLISHER_SHARE),
+        Entry(state.telemetry_publisher),
+    ]
