@@ -69,10 +69,12 @@ ROUTES = (
 class Prepared:
     models: ModelStore
     rules: RuleSet | None
+    storefront: assets.Storefront | None = None  # the demo storefront, when storefront_dir is set
 
 
 def prepare(settings: EdgeSettings) -> Prepared:
-    """Loads the key, the bundle and the rules; raises :class:`SettingsError` on any problem."""
+    """Loads the key, the bundle, the rules and the storefront's files; raises
+    :class:`SettingsError` on any problem."""
     try:
         key = load_public_key(settings.public_key.read_bytes())
     except OSError as exc:
@@ -101,7 +103,10 @@ def prepare(settings: EdgeSettings) -> Prepared:
             raise SettingsError(f"cannot read rules {settings.rules}: {exc.strerror}") from exc
         except RulesError as exc:
             raise SettingsError(f"rules {settings.rules}: {exc}") from exc
-    return Prepared(models, rules)
+    storefront = None
+    if settings.storefront_dir is not None:
+        storefront = assets.Storefront.load(settings.storefront_dir)
+    return Prepared(models, rules, storefront)
 
 
 def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Starlette:
@@ -192,6 +197,7 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         },
     )
     app.state.edge = state
+    app.state.storefront = prepared.storefront
     return app
 
 

@@ -1,79 +1,136 @@
 """Typed edge settings, from a TOML file, ``PROXIMA_*`` environment variables and flags.
 
-Later sources win: file < environment < flags. An unknown key in the file or among the
-flags is an error (a typo in a setting must not silently fall back to a default);
-``PROXIMA_*`` variables that name no edge setting are left alone, since other commands
-(the trainer's ``PROXIMA_SIGNING_KEY``, say) share the prefix. The environment is only
-read by the entry point, which passes it in; nothing here looks at ``os.environ``.
+Every field is declared once with :func:`runtime.settings.setting` (default, help, range);
+the loader, the range checks and the flags of ``proxima-edge serve`` are derived from that
+declaration (see :mod:`runtime.settings`). Later sources win: file (its ``[edge]`` table,
+or the whole file when it has no tables) < environment < flags. An unknown key in the file
+or among the flags is an error (a typo in a setting must not silently fall back to a
+default); ``PROXIMA_*`` variables that name no edge setting are left alone, since other
+commands (the trainer's ``PROXIMA_SIGNING_KEY``, say) share the prefix. The environment is
+only read by the entry point, which passes it in; nothing here looks at ``os.environ``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tomllib
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
-from edge_node.errors import SettingsError
 from edge_node.uplink.uplink import FsyncPolicy
-from runtime.nats import NatsSettings
 from protocol.errors import ProtocolError
 from protocol.subjects import check_token
+from runtime.nats import NatsSettings
+from runtime.settings import ENV_PREFIX, SettingsError, check_ranges, load_settings, setting
 
-ENV_PREFIX = "PROXIMA_"
+__all__ = ["ENV_PREFIX", "EdgeSettings", "FsyncPolicy", "LogLevel", "SettingsError"]
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 @dataclass(frozen=True, slots=True)
 class EdgeSettings:
-    region: str
-    node: str
-    public_key: Path
-    bundle: Path | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    redis: str | None = None
-    nats_url: str | None = None  # comma-separated URLs: events go up, bundles come down
-    nats_user: str | None = None
-    nats_password: str | None = field(default=None, repr=False)
-    nats_token: str | None = field(default=None, repr=False)
-    nats_credentials: Path | None = None
-    nats_tls_ca: Path | None = None
-    nats_tls_cert: Path | None = None
-    nats_tls_key: Path | None = None
-    bundle_cache_dir: Path = Path("./proxima-bundles")  # last good bundle, for starts without NATS
-    publish_batch: int = 256  # events in flight to JetStream at once
-    rules: Path | None = None
-    spool_dir: Path = Path("./proxima-spool")
-    spool_max_bytes: int = 1 << 30
-    spool_fsync: FsyncPolicy = "interval"
-    spool_fsync_interval_s: float = 0.05
-    uplink_max_pending_events: int = 10_000
-    sessions_max: int = 200_000
-    sessions_max_bytes: int = 256 << 20
-    rank_cache_sessions: int = 4096  # candidates + feature rows of recently ranked windows
-    max_body_bytes: int = 512 * 1024
-    default_k: int = 20
-    max_concurrency: int = 512
-    session_rate: float = 20.0  # events+requests per second per session
-    session_burst: int = 60
-    ip_rate: float = 500.0
-    ip_burst: int = 1000
-    rate_limit_keys: int = 100_000  # buckets tracked before the oldest are forgotten
-    cors_origins: tuple[str, ...] = ()
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    stream_max_per_session: int = 4
-    stream_queue: int = 8
-    log_level: LogLevel = "info"
-    access_log: bool = False
-    demo_page: bool = True  # GET /demo/: a storefront built on the proxima.js snippet
-    shutdown_timeout_s: float = 10.0
-    telemetry_interval_s: float = 5.0  # how often node status goes to telemetry.<region>.<node>
-    shadow_sample: float = 1.0  # share of requests a shadow canary is scored on
+    region: str = setting(help="Region name (letters, digits, _ and -).")
+    node: str = setting(help="Node name within the region.")
+    public_key: Path = setting(help="Public key bundles must verify against.")
+    bundle: Path | None = setting(None, help="Bundle file to serve.")
+    host: str = setting("127.0.0.1", help="Address to listen on.")
+    port: int = setting(8080, min=1, max=65535, help="Port to listen on.")
+    redis: str | None = setting(
+        None, help="Redis URL: share session windows with the region's other replicas."
+    )
+    nats_url: str | None = setting(
+        None,
+        flag="--nats",
+        help="NATS URL(s), comma-separated: publish events to JetStream and follow the "
+        "region's rollout for bundles (instead of, or besides, --bundle).",
+    )
+    nats_user: str | None = setting(None, help="NATS user name.")
+    nats_password: str | None = setting(
+        None, cli=False, secret=True, help="NATS password (file or environment only)."
+    )
+    nats_token: str | None = setting(
+        None, cli=False, secret=True, help="NATS token (file or environment only)."
+    )
+    nats_credentials: Path | None = setting(None, help="NATS credentials file (.creds).")
+    nats_tls_ca: Path | None = setting(
+        None, help="CA certificate the NATS server is checked against."
+    )
+    nats_tls_cert: Path | None = setting(None, help="Client certificate for NATS (with the key).")
+    nats_tls_key: Path | None = setting(None, help="Client key for NATS (with the certificate).")
+    bundle_cache_dir: Path = setting(
+        Path("./proxima-bundles"),
+        help="Where the last good bundle is kept, for starts without NATS.",
+    )
+    publish_batch: int = setting(256, min=1, help="Events in flight to JetStream at once.")
+    rules: Path | None = setting(None, help="Rules document (JSON or YAML).")
+    spool_dir: Path = setting(
+        Path("./proxima-spool"), help="Where accepted events wait for the bus."
+    )
+    spool_max_bytes: int = setting(
+        1 << 30, min=1, help="Bytes the spool may hold before events are refused."
+    )
+    spool_fsync: FsyncPolicy = setting(
+        "interval", help="When accepted events reach the disk: always, interval or never."
+    )
+    spool_fsync_interval_s: float = setting(
+        0.05, min=0, min_open=True, duration=True, help="Time between fsyncs under 'interval'."
+    )
+    uplink_max_pending_events: int = setting(
+        10_000, min=1, help="Events waiting for the disk at once before the edge answers 503."
+    )
+    sessions_max: int = setting(200_000, min=1, help="Session windows held in memory.")
+    sessions_max_bytes: int = setting(
+        256 << 20, min=1, help="Bytes of session windows held in memory."
+    )
+    rank_cache_sessions: int = setting(
+        4096, min=1, help="Recently ranked windows whose candidates and feature rows are kept."
+    )
+    max_body_bytes: int = setting(512 * 1024, min=1, help="Largest request body accepted.")
+    default_k: int = setting(20, min=1, max=100, help="Items answered when a request names no k.")
+    max_concurrency: int = setting(512, min=1, help="Requests served at once before 503.")
+    session_rate: float = setting(
+        20.0, min=0, min_open=True, help="Events and requests per second per session."
+    )
+    session_burst: int = setting(60, min=1, help="Burst a session may spend at once.")
+    ip_rate: float = setting(
+        500.0, min=0, min_open=True, help="Requests per second per client address."
+    )
+    ip_burst: int = setting(1000, min=1, help="Burst a client address may spend at once.")
+    rate_limit_keys: int = setting(
+        100_000, min=1, help="Rate-limit buckets tracked before the oldest are forgotten."
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (), help="Origins whose pages may call the API (comma-separated)."
+    )
+    api_keys: tuple[str, ...] = setting(
+        (),
+        cli=False,
+        secret=True,
+        help="Keys server-side ingestion presents (comma-separated; file or environment only).",
+    )
+    stream_max_per_session: int = setting(4, min=1, help="WebSocket streams open per session.")
+    stream_queue: int = setting(8, min=1, help="Pushes queued per WebSocket stream.")
+    log_level: LogLevel = setting("info", help="Log level.")
+    access_log: bool = setting(False, help="Log every request.")
+    storefront_dir: Path | None = setting(
+        None,
+        help="Serve the demo storefront (devtools/storefront) at /demo/ from this directory; "
+        "off when unset.",
+    )
+    shutdown_timeout_s: float = setting(
+        10.0, min=0, min_open=True, duration=True, help="Time to finish requests at shutdown."
+    )
+    telemetry_interval_s: float = setting(
+        5.0,
+        min=0,
+        min_open=True,
+        duration=True,
+        help="How often node status goes to telemetry.<region>.<node>.",
+    )
+    shadow_sample: float = setting(
+        1.0, min=0, max=1, help="Share of requests a shadow canary is scored on."
+    )
 
     def __post_init__(self) -> None:
         for name in ("region", "node"):
@@ -81,40 +138,8 @@ class EdgeSettings:
                 check_token(getattr(self, name), name)
             except ProtocolError as exc:
                 raise SettingsError(exc.message, field=name) from exc
-        positive = (
-            "port",
-            "spool_max_bytes",
-            "uplink_max_pending_events",
-            "sessions_max",
-            "sessions_max_bytes",
-            "rank_cache_sessions",
-            "max_body_bytes",
-            "default_k",
-            "max_concurrency",
-            "session_burst",
-            "ip_burst",
-            "rate_limit_keys",
-            "stream_max_per_session",
-            "stream_queue",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be positive", field=name)
-        if not 0.0 <= self.shadow_sample <= 1.0:
-            raise SettingsError("shadow_sample must be within 0..1", field="shadow_sample")
-        for name in (
-            "session_rate",
-            "ip_rate",
-            "spool_fsync_interval_s",
-            "shutdown_timeout_s",
-            "telemetry_interval_s",
-        ):
-            if not getattr(self, name) > 0:
-                raise SettingsError(f"{name} must be positive", field=name)
-        if self.port > 65535:
-            raise SettingsError("port must be 1-65535", field="port")
-        if self.default_k > 100:
-            raise SettingsError("default_k must be at most 100", field="default_k")
+        check_ranges(self)
+        self.nats_settings()  # the NATS settings go together (user and password, cert and key)
 
     def nats_settings(self) -> NatsSettings | None:
         if self.nats_url is None:
@@ -142,109 +167,5 @@ class EdgeSettings:
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> EdgeSettings:
-        values: dict[str, Any] = {}
-        if file is not None:
-            values.update(_from_toml(file))
-        if env is not None:
-            values.update(_from_env(env))
-        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        for required in ("region", "node", "public_key"):
-            if required not in values:
-                raise SettingsError(
-                    f"{required} is required (flag --{required.replace('_', '-')}, "
-                    f"env {ENV_PREFIX}{required.upper()} or the settings file)",
-                    field=required,
-                )
-        return cls(**{name: _coerce(name, value) for name, value in values.items()})
-
-
-_FIELDS = {f.name: f for f in dataclasses.fields(EdgeSettings)}
-_HINTS = typing.get_type_hints(EdgeSettings)
-
-
-def _from_toml(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from exc
-    section = data.get("edge", data)
-    if not isinstance(section, dict):
-        raise SettingsError(f"settings file {path}: [edge] must be a table")
-    for key in section:
-        if key not in _FIELDS:
-            raise SettingsError(f"settings file {path}: unknown setting {key!r}", field=key)
-    return dict(section)
-
-
-def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, value in env.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX) :].lower()
-        if name in _FIELDS:
-            values[name] = value
-    return values
-
-
-def _coerce(name: str, value: Any) -> Any:
-    if name not in _FIELDS:
-        raise SettingsError(f"unknown setting {name!r}", field=name)
-    hint = _HINTS[name]
-    try:
-        return _to_type(hint, value)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{name}: {exc}", field=name) from exc
-
-
-def _to_type(hint: Any, value: Any) -> Any:
-    origin = get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in get_args(hint) if a is not type(None)]
-        if value is None or value == "":
-            return None
-        return _to_type(options[0], value)
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(map(str, allowed))}, not {value!r}")
-        return value
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            raise TypeError("must be a list")
-        return tuple(str(i).strip() for i in items if str(i).strip())
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-        ):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ValueError(f"must be true or false, not {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"must be an integer, not {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number, not {value!r}")
-        return float(value)
-    if hint is Path:
-        if not isinstance(value, str | Path):
-            raise TypeError("must be a path")
-        return Path(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise TypeError("must be a string")
-        return value
-    raise TypeError(f"unsupported setting type {hint}")
+        """The ``[edge]`` table of ``file`` < ``env`` < ``overrides`` (None values skipped)."""
+        return load_settings(cls, table="edge", file=file, env=env, overrides=overrides)

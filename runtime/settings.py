@@ -88,13 +88,26 @@ def check_ranges(instance: object) -> None:
             f.metadata.get("max"),
             f.metadata.get("min_open", False),
         )
+        integral = isinstance(value, int)
         if isinstance(value, float) and not math.isfinite(value):
-            raise SettingsError(f"{f.name} must be a finite number", field=f.name)
+            bound = "" if low is None else ", " + _lower_bound(low, open_low, integral=False)
+            raise SettingsError(f"{f.name} must be a finite number{bound}", field=f.name)
         if low is not None and (value <= low if open_low else value < low):
-            bound = f"above {low:g}" if open_low else f"at least {low:g}"
+            bound = _lower_bound(low, open_low, integral=integral)
             raise SettingsError(f"{f.name} must be {bound}, not {value:g}", field=f.name)
         if high is not None and value > high:
-            raise SettingsError(f"{f.name} must be at most {high:g}, not {value:g}", field=f.name)
+            span = "" if low is None else f" (its range is {low:g}-{high:g})"
+            raise SettingsError(
+                f"{f.name} must be at most {high:g}{span}, not {value:g}", field=f.name
+            )
+
+
+def _lower_bound(low: float, open_low: bool, *, integral: bool) -> str:
+    """``at least 5``, ``above 0``; a bound that means "positive" says so too."""
+    bound = f"above {low:g}" if open_low else f"at least {low:g}"
+    if (open_low and low == 0) or (integral and not open_low and low == 1):
+        return f"positive ({bound})"
+    return bound
 
 
 def load_settings(
@@ -160,6 +173,11 @@ def read_table(file: Path, table: str) -> dict[str, Any]:
         raise SettingsError(f"cannot read settings file {file}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"settings file {file} is not valid TOML: {exc}") from exc
+    misplaced = [k for k, v in data.items() if k in TABLES and not isinstance(v, dict)]
+    if misplaced:
+        raise SettingsError(
+            f"settings file {file}: [{misplaced[0]}] must be a table", field=misplaced[0]
+        )
     if not any(isinstance(v, dict) for v in data.values()):
         return data  # a flat file of one service's settings
     unknown = [k for k, v in data.items() if isinstance(v, dict) and k not in TABLES]

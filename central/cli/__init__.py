@@ -17,7 +17,7 @@ COMMANDS = {
     "bundle": "central.cli.bundle:bundle",
     "evaluate": "central.cli.evaluate:evaluate",
     "generate": "devtools.generate_command:generate",
-    "edge": "central.cli.edge:edge",
+    "edge": "edge_node.cli:edge",
     "central": "central.cli.central_group:central",
     "latency": "central.cli.latency:latency",
     "rollout": "central.cli.rollout:rollout",

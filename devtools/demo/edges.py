@@ -1,7 +1,8 @@
 """Edge nodes as child processes running ``proxima edge serve``, as an operator would.
 
 They start without a bundle and follow their region's rollout on the bus: the first bundle
-they serve is the one the trainer publishes.
+they serve is the one the trainer publishes. Each serves the demo storefront
+(``devtools/storefront``) at ``/demo/``, which an edge does only when asked to.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import httpx
 
 from devtools.localservers import LOCALHOST, ServerProcess, pick_free_port
 
 EDGE_STARTUP_TIMEOUT_S = 60.0
+STOREFRONT_DIR: Final = Path(__file__).resolve().parents[1] / "storefront"  # devtools/storefront
 _READY_PROBE_TIMEOUT_S = 1.0
 
 # Settings a replay needs beyond the flags. Every shopper of the replay arrives from
@@ -95,6 +98,7 @@ class EdgeProcess(ServerProcess):
             "--host", LOCALHOST,
             "--port", str(self.port),
             "--spool-dir", str(self.workdir / "spool"),
+            "--storefront-dir", str(STOREFRONT_DIR),
         ]  # fmt: skip
         if self.inputs.rules is not None:
             command += ["--rules", str(self.inputs.rules)]

@@ -1,10 +1,15 @@
-"""Browser-facing files: the ``proxima.js`` snippet and the demo storefront.
+"""Browser-facing files: the ``proxima.js`` snippet and, when asked for, the demo storefront.
 
 ``GET /sdk/v1/proxima.js`` is the snippet a page owner adds with one script tag
-(docs/snippet.md). The path is versioned, so the file is cached for a year as immutable;
-a change a cached page must not miss ships under a new path. The demo storefront
-(``GET /demo/``) is a read-only page built on the snippet; it is answered while the
-``demo_page`` setting is on, and its files are revalidated on every load.
+(docs/snippet.md); it is part of the product and ships in ``edge_node/static``. The path is
+versioned, so the file is cached for a year as immutable; a change a cached page must not
+miss ships under a new path.
+
+The demo storefront (``GET /demo/``) is a read-only page built on the snippet. It is not
+part of the product: its files live in ``devtools/storefront`` and an edge serves them only
+when the ``storefront_dir`` setting names that directory (:class:`Storefront`, loaded at
+start-up); otherwise ``/demo/`` answers 404 saying how to switch it on. Its files are
+revalidated on every load.
 
 Every file answers with a strong ``ETag`` and a ``304`` to a matching ``If-None-Match``.
 ``GET /demo/items.json?ids=`` gives the storefront the category and price the loaded
@@ -24,6 +29,7 @@ from starlette.responses import Response
 
 from edge_node.errors import BadRequest, NotFound, NotReady
 from edge_node.routes.common import edge_state, json_response
+from runtime.settings import SettingsError
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 SNIPPET_PATH: Final = "/sdk/v1/proxima.js"
@@ -48,12 +54,12 @@ class Asset:
     @classmethod
     def load(
         cls,
-        relative: str,
+        path: Path,
         media_type: str,
         cache_control: str,
         extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> Asset:
-        body = (STATIC_DIR / relative).read_bytes()
+        body = path.read_bytes()
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         return cls(body, media_type, cache_control, etag, extra_headers)
 
@@ -87,7 +93,7 @@ _CSS: Final = "text/css; charset=utf-8"
 _HTML: Final = "text/html; charset=utf-8"
 # A page on another origin may load the snippet with integrity= and crossorigin=.
 SNIPPET: Final = Asset.load(
-    "proxima.js",
+    STATIC_DIR / "proxima.js",
     _JS,
     IMMUTABLE,
     (("access-control-allow-origin", "*"), ("cross-origin-resource-policy", "cross-origin")),
@@ -96,11 +102,39 @@ _DEMO_PAGE_HEADERS: Final = (
     ("content-security-policy", _DEMO_CSP),
     ("referrer-policy", "same-origin"),
 )
-DEMO_FILES: Final = {
-    "/demo/": Asset.load("demo/index.html", _HTML, REVALIDATE, _DEMO_PAGE_HEADERS),
-    "/demo/storefront.css": Asset.load("demo/storefront.css", _CSS, REVALIDATE),
-    "/demo/storefront.js": Asset.load("demo/storefront.js", _JS, REVALIDATE),
+# URL path -> (file in the storefront directory, media type, extra headers)
+STOREFRONT_FILES: Final = {
+    "/demo/": ("index.html", _HTML, _DEMO_PAGE_HEADERS),
+    "/demo/storefront.css": ("storefront.css", _CSS, ()),
+    "/demo/storefront.js": ("storefront.js", _JS, ()),
 }
+STOREFRONT_OFF: Final = (
+    "the demo storefront is off: start the edge with --storefront-dir DIR "
+    "(setting storefront_dir; the files are in devtools/storefront)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Storefront:
+    """The demo storefront's files, read once from ``storefront_dir`` at start-up."""
+
+    directory: Path
+    files: dict[str, Asset]
+
+    @classmethod
+    def load(cls, directory: Path) -> Storefront:
+        """Raises :class:`SettingsError` when a file of the storefront cannot be read."""
+        files: dict[str, Asset] = {}
+        for path, (name, media_type, headers) in STOREFRONT_FILES.items():
+            try:
+                files[path] = Asset.load(directory / name, media_type, REVALIDATE, headers)
+            except OSError as exc:
+                raise SettingsError(
+                    f"storefront_dir {directory}: cannot read {name}: {exc.strerror} "
+                    "(the demo storefront is devtools/storefront)",
+                    field="storefront_dir",
+                ) from exc
+        return cls(directory, files)
 
 
 async def snippet(request: Request) -> Response:
@@ -108,13 +142,12 @@ async def snippet(request: Request) -> Response:
 
 
 async def demo_file(request: Request) -> Response:
-    _require_demo(request)
-    return DEMO_FILES[request.url.path].response(request)
+    return _storefront(request).files[request.url.path].response(request)
 
 
 async def demo_items(request: Request) -> Response:
     """Category and price of up to 100 items of the loaded bundle; unknown ids are left out."""
-    _require_demo(request)
+    _storefront(request)
     raw = request.query_params.get("ids", "")
     ids = [item for item in raw.split(",") if item]
     if not ids:
@@ -151,6 +184,8 @@ async def demo_items(request: Request) -> Response:
     )
 
 
-def _require_demo(request: Request) -> None:
-    if not edge_state(request).settings.demo_page:
-        raise NotFound("the demo storefront is switched off (setting demo_page)")
+def _storefront(request: Request) -> Storefront:
+    storefront: Storefront | None = getattr(request.app.state, "storefront", None)
+    if storefront is None:
+        raise NotFound(STOREFRONT_OFF)
+    return storefront

@@ -166,11 +166,11 @@ SCHEMA: dict[str, Any] = {
         **{
             path: {
                 "get": {
-                    "summary": f"Demo storefront file ({media}); setting demo_page",
+                    "summary": f"Demo storefront file ({media}); only with storefront_dir set",
                     "responses": {
                         "200": {"description": media, "content": {media: {}}},
                         "304": {"description": "Not modified (If-None-Match)"},
-                        "404": {"description": "demo_page is off"},
+                        "404": {"description": "the storefront is off (storefront_dir unset)"},
                     },
                 }
             }
@@ -201,7 +201,7 @@ SCHEMA: dict[str, Any] = {
                         },
                     },
                     **_error_responses(400, 503),
-                    "404": {"description": "demo_page is off"},
+                    "404": {"description": "the storefront is off (storefront_dir unset)"},
                 },
             }
         },

@@ -7,7 +7,8 @@ document once; ``RuleSet.apply`` runs on every request.
 
 from __future__ import annotations
 
-from edge_node.rules.engine import Catalog, RuleOutcome, RuleRequest, RuleSet
+from edge_node.rules.engine import RuleOutcome, RuleRequest, RuleSet
 from edge_node.rules.errors import RulesError
+from edge_node.rules.evaluation import Catalog
 
 __all__ = ["Catalog", "RuleOutcome", "RuleRequest", "RuleSet", "RulesError"]

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
-from edge_node.rules.conditions import Evaluation
+from edge_node.rules.evaluation import Evaluation
 from edge_node.rules.model import (
     BOUND_ITEM,
     MAX_OFFERS_PER_RESPONSE,

@@ -11,12 +11,11 @@ compile time, so a rule whose actions never say ``$item`` pays for no item lists
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import zoneinfo
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from edge_node.rules.evaluation import HOLDS, Binding, Check, Evaluation
 from edge_node.rules.model import (
     AllOf,
     Always,
@@ -38,59 +37,15 @@ from protocol.window import (
     REMOVE_FROM_CART,
     SEARCH,
     VIEW,
-    Entry,
-    SessionWindow,
 )
 
-if TYPE_CHECKING:
-    from edge_node.rules.engine import Catalog
+__all__ = ["HOLDS", "TYPE_CODES", "Binding", "Check", "Evaluation", "can_bind", "compile_condition"]
 
-Binding = tuple[str, ...] | None
-Check = Callable[["Evaluation"], Binding]
-
-HOLDS: Final[tuple[str, ...]] = ()
 TYPE_CODES: Final = {
     "view": VIEW, "click": CLICK, "add_to_cart": ADD_TO_CART,
     "remove_from_cart": REMOVE_FROM_CART, "purchase": PURCHASE, "search": SEARCH,
 }
 _NO_LIMIT: Final = sys.maxsize
-
-
-class Evaluation:
-    """What the checks of one request read, with the request's lazily computed values."""
-
-    __slots__ = ("_local_times", "catalog", "context", "now_ms", "window")
-
-    def __init__(
-        self,
-        window: SessionWindow,
-        context: Mapping[str, str | int | float | bool | None],
-        now_ms: int,
-        catalog: Catalog,
-    ) -> None:
-        self.window = window
-        self.context = context
-        self.now_ms = now_ms
-        self.catalog = catalog
-        self._local_times: dict[str, tuple[int, int] | None] = {}
-
-    def category_of(self, entry: Entry) -> str | None:
-        """An event's category: the one it was sent with, else the catalog's."""
-        if entry.category is not None or entry.item is None:
-            return entry.category
-        return self.catalog.category_of(entry.item)
-
-    def local_time(self, zone: zoneinfo.ZoneInfo) -> tuple[int, int] | None:
-        """(weekday with Monday 0, minutes after midnight) now in ``zone``; None if unknowable."""
-        key = zone.key
-        if key not in self._local_times:
-            try:
-                moment = dt.datetime.fromtimestamp(self.now_ms / 1000, zone)
-            except (OverflowError, ValueError, OSError):
-                self._local_times[key] = None
-            else:
-                self._local_times[key] = (moment.weekday(), moment.hour * 60 + moment.minute)
-        return self._local_times[key]
 
 
 def compile_condition(condition: Condition, *, need_items: bool) -> Check:

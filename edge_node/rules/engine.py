@@ -10,21 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from edge_node.rules.actions import Plan, Step, compile_action
-from edge_node.rules.conditions import Check, Evaluation, compile_condition
+from edge_node.rules.conditions import compile_condition
+from edge_node.rules.evaluation import Catalog, Check, Evaluation
 from edge_node.rules.model import Rule, RulesDocument
 from edge_node.rules.parse import parse_document
 from protocol.window import SessionWindow
-
-
-class Catalog(Protocol):
-    """Item attributes the edge knows from its bundle."""
-
-    def category_of(self, item_id: str) -> str | None: ...
-
-    def price_of(self, item_id: str) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)

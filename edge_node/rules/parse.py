@@ -8,7 +8,7 @@ keys are errors, so a misspelt key cannot silently turn a condition off.
 
 from __future__ import annotations
 
-from edge_node.rules import fields as f
+import edge_node.rules.fields as f
 from edge_node.rules.errors import RulesError
 from edge_node.rules.model import (
     BOUND_ITEM,

@@ -9,7 +9,7 @@ import json
 import math
 from typing import Final
 
-from edge_node.rules import fields as f
+import edge_node.rules.fields as f
 from edge_node.rules.errors import RulesError
 from edge_node.rules.model import (
     MAX_FACTOR,

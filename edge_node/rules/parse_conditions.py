@@ -9,7 +9,7 @@ import re
 import zoneinfo
 from typing import Final
 
-from edge_node.rules import fields as f
+import edge_node.rules.fields as f
 from edge_node.rules.errors import RulesError
 from edge_node.rules.model import (
     DAY_NAMES,

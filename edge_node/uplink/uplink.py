@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from edge_node.uplink.errors import (
     RecordTooLargeError,
@@ -52,13 +52,25 @@ from edge_node.uplink.spool import (
 )
 from runtime.service import Lifecycle
 
-if TYPE_CHECKING:
-    from edge_node.config import EdgeSettings
-
 log = logging.getLogger("proxima.edge.uplink")
 
 FsyncPolicy = Literal["always", "interval", "never"]
 UNAVAILABLE_RETRY_AFTER_S = 1.0
+
+
+class SpoolSettings(Protocol):
+    """The settings :meth:`Uplink.from_settings` reads (``edge_node.config.EdgeSettings``)."""
+
+    @property
+    def spool_dir(self) -> Path: ...
+    @property
+    def spool_fsync(self) -> FsyncPolicy: ...
+    @property
+    def spool_fsync_interval_s(self) -> float: ...
+    @property
+    def uplink_max_pending_events(self) -> int: ...
+    @property
+    def spool_max_bytes(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +118,7 @@ class Uplink:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    def from_settings(cls, settings: EdgeSettings) -> Uplink:
+    def from_settings(cls, settings: SpoolSettings) -> Uplink:
         return cls(
             UplinkConfig(
                 directory=settings.spool_dir,

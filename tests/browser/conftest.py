@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from devtools.demo.edges import STOREFRONT_DIR
 from edge_node.config import EdgeSettings
 from edge_node.uplink.spool import Spool
 from protocol.codec import decode_msgpack_event
@@ -74,7 +75,8 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture
 def storefront_edge(tmp_path: Path, edge_keys: Keys, edge_bundle: Path) -> Iterator[EdgeServer]:
-    """A real edge under uvicorn serving the small test bundle and the demo storefront."""
+    """A real edge under uvicorn serving the small test bundle and the demo storefront
+    (``devtools/storefront``, which an edge serves only with ``storefront_dir`` set)."""
     settings: dict[str, Any] = {
         "region": "eu",
         "node": "browser-1",
@@ -82,6 +84,7 @@ def storefront_edge(tmp_path: Path, edge_keys: Keys, edge_bundle: Path) -> Itera
         "bundle": edge_bundle,
         "port": pick_free_port(),
         "spool_dir": tmp_path / "spool",
+        "storefront_dir": STOREFRONT_DIR,
     }
     server = EdgeServer(EdgeSettings.load(overrides=settings)).start()
     try:

@@ -4,15 +4,17 @@ Dockerfile instructions (continuations joined, stages split at ``FROM``), Kubern
 manifests (the resources ``kustomization.yaml`` lists), systemd units (sections of
 repeated keys), and the edge's own view of settings and flags, taken from the code: the
 fields of :class:`edge_node.config.EdgeSettings` and the parameters of the click command
-behind ``proxima edge serve``.
+behind ``proxima-edge serve`` (and its alias ``proxima edge serve``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,8 @@ NATS_DIR = EDGE_DEPLOY / "nats"
 SYSTEMD_DIR = EDGE_DEPLOY / "systemd"
 DOCKERFILE = EDGE_DEPLOY / "Dockerfile"
 
-EDGE_COMMAND = ("edge", "serve")
+EDGE_COMMAND = ("edge", "serve")  # under ``proxima``
+EDGE_SCRIPT = "proxima-edge"  # the edge's own console script, whose ``serve`` is the same
 
 
 # --- the edge's settings and flags, from the code ---------------------------------------------
@@ -45,9 +48,30 @@ def settings_env_names() -> dict[str, str]:
     }
 
 
-def resolve_command(words: list[str]) -> tuple[click.Command, list[str]]:
-    """The click command that ``proxima <words>`` runs, and the words left for it."""
-    command: click.Command = main
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def script_command(script: str) -> click.Command:
+    """The click command behind a console script of ``pyproject.toml``: its target, or the
+    one click group of the target's module when the target is a plain ``main()``."""
+    module_name, _, attribute = pyproject()["project"]["scripts"][script].partition(":")
+    module = importlib.import_module(module_name)
+    target = getattr(module, attribute)
+    if isinstance(target, click.Command):
+        return target
+    groups = [v for v in vars(module).values() if isinstance(v, click.Group)]
+    if len(groups) != 1:
+        raise AssertionError(f"{module_name} has {len(groups)} click groups, not one")
+    return groups[0]
+
+
+def resolve_command(
+    words: list[str], root: click.Command = main
+) -> tuple[click.Command, list[str]]:
+    """The click command that ``proxima <words>`` (or ``root``'s script) runs, and the words
+    left for it."""
+    command: click.Command = root
     rest = list(words)
     while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
         name = rest.pop(0)
@@ -71,9 +95,10 @@ def flags_in(args: list[str]) -> list[str]:
     return [arg.split("=", 1)[0] for arg in args if arg.startswith("-")]
 
 
-def parse_edge_args(args: list[str]) -> dict[str, Any]:
-    """Parses ``proxima`` arguments with the real command; returns its parameters."""
-    command, rest = resolve_command(args)
+def parse_edge_args(args: list[str], root: click.Command = main) -> dict[str, Any]:
+    """Parses ``proxima`` (or ``root``'s) arguments with the real command; returns its
+    parameters."""
+    command, rest = resolve_command(args, root)
     context = command.make_context("proxima", rest)
     return dict(context.params)
 

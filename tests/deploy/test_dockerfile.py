@@ -1,27 +1,50 @@
-"""deploy/edge/Dockerfile against the code: stages, user, settings, command, health check."""
+"""deploy/edge/Dockerfile against the code: stages, contents, user, settings, command, health.
+
+The image holds what the edge imports and nothing else: the first-party packages reached
+from ``edge_node.app`` and ``edge_node.cli`` (read from the source by
+:mod:`tests.deploy.edge_imports`), installed with the project's base dependencies, which
+must provide every third-party module those packages import, and leave out the central
+services' scikit-learn, skl2onnx and aiokafka.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from edge_node.app import ROUTES
 from tests.deploy import manifests
 from tests.deploy.conftest import EdgeFromEnv
-from tests.deploy.manifests import Stage
+from tests.deploy.edge_imports import edge_imports, first_party_packages
+from tests.deploy.manifests import Stage, pyproject
 from tests.servers import pick_free_port
 
 REQUIRED = {"PROXIMA_REGION": "eu", "PROXIMA_NODE": "n1", "PROXIMA_PUBLIC_KEY": "/k/signing.pub"}
+CENTRAL_ONLY = ("scikit-learn", "skl2onnx", "aiokafka")
 
 
-def pyproject() -> dict[str, Any]:
-    return tomllib.loads((manifests.REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+def requirements(names: list[str]) -> dict[str, Requirement]:
+    parsed = (Requirement(name) for name in names)
+    return {canonicalize_name(r.name): r for r in parsed}
+
+
+def base_dependencies() -> dict[str, Requirement]:
+    return requirements(pyproject()["project"]["dependencies"])
+
+
+def distributions_of(module: str) -> set[str]:
+    """The installed distributions that provide the top-level module ``module``."""
+    found = importlib.metadata.packages_distributions().get(module)
+    if not found:
+        raise AssertionError(f"no installed distribution provides {module!r}")
+    return {canonicalize_name(d) for d in found}
 
 
 def global_args(text: str) -> dict[str, str]:
@@ -55,12 +78,54 @@ def test_builder_makes_a_wheel_into_a_venv_that_the_slim_runtime_copies(
     assert f"{venv.group(1)}/bin" in manifests.stage_env(runtime)["PATH"].split(":")
 
 
-def test_every_project_package_is_copied_into_the_build(dockerfile_stages: list[Stage]) -> None:
-    patterns = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {p.rstrip("*") for p in patterns}
+def test_the_build_copies_exactly_the_packages_the_edge_imports(
+    dockerfile_stages: list[Stage],
+) -> None:
+    needed = edge_imports().packages
+    assert {"protocol", "runtime", "edge_node"} <= needed
+    assert not needed & {"central", "model_export", "devtools"}
     copied = {source.rstrip("/") for source in manifests.copy_sources(dockerfile_stages[0])}
-    assert packages <= copied, f"not copied into the builder: {packages - copied}"
-    assert {"pyproject.toml", "README.md"} <= copied  # the build reads the readme too
+    packages = copied & first_party_packages()
+    assert packages == needed, f"missing: {needed - packages}, not needed: {packages - needed}"
+    assert copied - packages == {"pyproject.toml", "README.md"}  # the build reads the readme
+    patterns = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert needed <= {p.rstrip("*") for p in patterns}, "the wheel would leave a package out"
+
+
+def test_the_edge_is_installed_with_the_base_dependencies_only(
+    dockerfile_stages: list[Stage],
+) -> None:
+    build = " ".join(i.value for i in dockerfile_stages[0].all("RUN"))
+    installs = re.findall(r"/bin/pip install (\S+)", build)
+    wheels = [target for target in installs if target.startswith("/wheels/")]
+    assert wheels == ["/wheels/proxima-*.whl"], "the wheel is installed with an extra"
+
+
+def test_the_base_dependencies_provide_every_module_the_edge_imports() -> None:
+    base = base_dependencies()
+    third_party = edge_imports().third_party
+    assert {"starlette", "onnxruntime", "nats", "redis", "numpy"} <= third_party
+    for module in sorted(third_party):
+        assert distributions_of(module) & set(base), f"{module}: no base dependency provides it"
+    # uvicorn runs with uvloop, httptools and the websockets protocol (edge_node.server)
+    assert "standard" in base["uvicorn"].extras
+
+
+def test_the_base_dependencies_leave_the_central_services_out() -> None:
+    base = base_dependencies()
+    central = requirements(pyproject()["project"]["optional-dependencies"]["central"])
+    for name in CENTRAL_ONLY:
+        assert canonicalize_name(name) not in base, f"{name} is a base dependency"
+        assert canonicalize_name(name) in central, f"{name} is not in the central extra"
+    assert not set(central) & set(base)
+    for module in ("sklearn", "skl2onnx", "aiokafka"):
+        assert module not in edge_imports().third_party
+
+
+def test_the_dev_extra_installs_everything_the_central_extra_does() -> None:
+    extras = pyproject()["project"]["optional-dependencies"]
+    central, dev = requirements(extras["central"]), requirements(extras["dev"])
+    assert set(central) <= set(dev), f"not in dev: {set(central) - set(dev)}"
 
 
 def test_build_context_keeps_every_file_the_build_copies(dockerfile_stages: list[Stage]) -> None:
@@ -98,12 +163,18 @@ def test_entrypoint_runs_the_edge_with_flags_that_exist(dockerfile_stages: list[
     command = manifests.exec_form(entrypoint.value)
     cmd = runtime.last("CMD")
     command += manifests.exec_form(cmd.value) if cmd is not None else []
-    assert pyproject()["project"]["scripts"][command[0]] == "central.cli:main"
-    serve, rest = manifests.resolve_command(command[1:])
-    assert serve.name == "serve" and command[1:3] == list(manifests.EDGE_COMMAND)
+    assert command[0] == manifests.EDGE_SCRIPT
+    assert pyproject()["project"]["scripts"][command[0]] == "edge_node.cli:main"
+    root = manifests.script_command(command[0])
+    serve, rest = manifests.resolve_command(command[1:], root)
+    assert serve.name == "serve" and command[1] == "serve"
+    alias, _ = manifests.resolve_command(list(manifests.EDGE_COMMAND))
+    assert alias is serve, "proxima edge serve is not the same command"
     unknown = set(manifests.flags_in(rest)) - manifests.option_names(serve)
-    assert not unknown, f"flags proxima edge serve does not take: {unknown}"
-    manifests.parse_edge_args(command[1:])
+    assert not unknown, f"flags proxima-edge serve does not take: {unknown}"
+    manifests.parse_edge_args(command[1:], root)
+    build = " ".join(i.value for i in dockerfile_stages[0].all("RUN"))
+    assert f"/bin/{command[0]} serve --help" in build, "the builder does not try the command"
 
 
 def test_image_environment_names_only_edge_settings(image_env: dict[str, str]) -> None:

@@ -16,8 +16,9 @@ import uvicorn
 
 from central.datasets import read_log
 from central.keys import write_keypair
-from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import TrainerConfig, train_bundle
+from devtools.demo.edges import STOREFRONT_DIR
+from devtools.loggen import GeneratorConfig, generate_file
 from edge_node.app import create_app
 from edge_node.config import EdgeSettings
 from model_export.pack import write_bundle_file
@@ -136,6 +137,12 @@ def edge_factory(tmp_path: Path, edge_keys: Keys, edge_bundle: Path) -> Iterator
 @pytest.fixture
 def edge(edge_factory: EdgeFactory) -> EdgeServer:
     return edge_factory()
+
+
+@pytest.fixture
+def storefront_edge(edge_factory: EdgeFactory) -> EdgeServer:
+    """An edge that also serves the demo storefront (off unless ``storefront_dir`` is set)."""
+    return edge_factory(storefront_dir=STOREFRONT_DIR)
 
 
 @pytest.fixture

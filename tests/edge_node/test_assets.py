@@ -1,21 +1,30 @@
-"""The snippet and demo storefront files: content types, caching, ETag revalidation."""
+"""The snippet and demo storefront files: content types, caching, ETag revalidation.
+
+The snippet is the product's (``edge_node/static``); the storefront is a dev tool
+(``devtools/storefront``) an edge serves only with ``storefront_dir`` set.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from devtools.demo.edges import STOREFRONT_DIR
+from edge_node.app import prepare
+from edge_node.config import EdgeSettings
+from edge_node.errors import SettingsError
 from edge_node.routes.assets import STATIC_DIR, etag_matches
-from tests.edge_node.conftest import EdgeFactory, EdgeServer
+from tests.edge_node.conftest import EdgeFactory, EdgeServer, Keys
 
 SNIPPET = "/sdk/v1/proxima.js"
 DEMO_FILES = {
-    "/demo/": ("demo/index.html", "text/html; charset=utf-8"),
-    "/demo/storefront.css": ("demo/storefront.css", "text/css; charset=utf-8"),
-    "/demo/storefront.js": ("demo/storefront.js", "text/javascript; charset=utf-8"),
+    "/demo/": ("index.html", "text/html; charset=utf-8"),
+    "/demo/storefront.css": ("storefront.css", "text/css; charset=utf-8"),
+    "/demo/storefront.js": ("storefront.js", "text/javascript; charset=utf-8"),
 }
 
 
@@ -28,8 +37,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     return error
 
 
-def file_etag(relative: str) -> str:
-    return '"' + hashlib.sha256((STATIC_DIR / relative).read_bytes()).hexdigest()[:32] + '"'
+def file_etag(relative: str, directory: Path = STATIC_DIR) -> str:
+    return '"' + hashlib.sha256((directory / relative).read_bytes()).hexdigest()[:32] + '"'
 
 
 # -- the snippet ------------------------------------------------------------------------------
@@ -111,8 +120,9 @@ def test_etag_comparison_is_weak_and_reads_lists() -> None:
 
 @pytest.mark.parametrize("path", sorted(DEMO_FILES))
 async def test_demo_files_are_revalidated_on_every_load(
-    edge: EdgeServer, client: httpx.AsyncClient, path: str
+    storefront_edge: EdgeServer, client: httpx.AsyncClient, path: str
 ) -> None:
+    edge = storefront_edge
     relative, media_type = DEMO_FILES[path]
 
     response = await client.get(f"{edge.url}{path}")
@@ -123,16 +133,16 @@ async def test_demo_files_are_revalidated_on_every_load(
     assert response.status_code == 200
     assert response.headers["content-type"] == media_type
     assert response.headers["cache-control"] == "no-cache"
-    assert response.headers["etag"] == file_etag(relative)
-    assert response.content == (STATIC_DIR / relative).read_bytes()
+    assert response.headers["etag"] == file_etag(relative, STOREFRONT_DIR)
+    assert response.content == (STOREFRONT_DIR / relative).read_bytes()
     assert again.status_code == 304
     assert again.content == b""
 
 
 async def test_demo_page_loads_the_snippet_under_a_strict_policy(
-    edge: EdgeServer, client: httpx.AsyncClient
+    storefront_edge: EdgeServer, client: httpx.AsyncClient
 ) -> None:
-    response = await client.get(f"{edge.url}/demo/")
+    response = await client.get(f"{storefront_edge.url}/demo/")
 
     assert f'<script src="{SNIPPET}"' in response.text
     policy = response.headers["content-security-policy"]
@@ -141,17 +151,18 @@ async def test_demo_page_loads_the_snippet_under_a_strict_policy(
 
 
 async def test_demo_without_the_slash_redirects(
-    edge: EdgeServer, client: httpx.AsyncClient
+    storefront_edge: EdgeServer, client: httpx.AsyncClient
 ) -> None:
-    response = await client.get(f"{edge.url}/demo")
+    response = await client.get(f"{storefront_edge.url}/demo")
 
     assert response.status_code in (307, 308)
     assert response.headers["location"].endswith("/demo/")
 
 
 async def test_demo_items_give_category_and_price_from_the_bundle(
-    edge: EdgeServer, client: httpx.AsyncClient
+    storefront_edge: EdgeServer, client: httpx.AsyncClient
 ) -> None:
+    edge = storefront_edge
     popular = (
         await client.get(f"{edge.url}/v1/recommendations", params={"session_id": "c", "k": 3})
     ).json()
@@ -175,27 +186,47 @@ async def test_demo_items_give_category_and_price_from_the_bundle(
     [("", "missing_parameter"), ("?ids=", "missing_parameter"), ("?ids=,,", "missing_parameter")],
 )
 async def test_demo_items_without_ids_is_a_bad_request(
-    edge: EdgeServer, client: httpx.AsyncClient, query: str, code: str
+    storefront_edge: EdgeServer, client: httpx.AsyncClient, query: str, code: str
 ) -> None:
-    response = await client.get(f"{edge.url}/demo/items.json{query}")
+    response = await client.get(f"{storefront_edge.url}/demo/items.json{query}")
 
     assert assert_error(response, 400, code)["field"] == "ids"
 
 
 @pytest.mark.parametrize("ids", [",".join(f"i{n}" for n in range(101)), "x" * 129])
 async def test_demo_items_refuses_too_many_or_too_long_ids(
-    edge: EdgeServer, client: httpx.AsyncClient, ids: str
+    storefront_edge: EdgeServer, client: httpx.AsyncClient, ids: str
 ) -> None:
-    response = await client.get(f"{edge.url}/demo/items.json", params={"ids": ids})
+    response = await client.get(f"{storefront_edge.url}/demo/items.json", params={"ids": ids})
 
     assert assert_error(response, 400, "bad_parameter")["field"] == "ids"
 
 
-async def test_demo_can_be_switched_off_while_the_snippet_stays(
+async def test_the_storefront_is_off_by_default_while_the_snippet_stays(
     edge_factory: EdgeFactory, client: httpx.AsyncClient
 ) -> None:
-    edge = edge_factory(demo_page=False)
+    edge = edge_factory()
+    assert edge.settings.storefront_dir is None
 
     for path in [*DEMO_FILES, "/demo/items.json?ids=i001"]:
-        assert_error(await client.get(f"{edge.url}{path}"), 404, "not_found")
+        error = assert_error(await client.get(f"{edge.url}{path}"), 404, "not_found")
+        assert "--storefront-dir" in error["message"]
     assert (await client.get(f"{edge.url}{SNIPPET}")).status_code == 200
+
+
+def test_a_storefront_dir_without_the_storefront_is_refused_at_start(
+    tmp_path: Path, edge_keys: Keys, edge_bundle: Path
+) -> None:
+    settings = EdgeSettings(
+        region="eu",
+        node="n1",
+        public_key=edge_keys.public,
+        bundle=edge_bundle,
+        storefront_dir=tmp_path / "empty",
+    )
+
+    with pytest.raises(SettingsError) as raised:
+        prepare(settings)
+
+    assert raised.value.field == "storefront_dir"
+    assert "index.html" in raised.value.message

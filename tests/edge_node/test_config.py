@@ -260,3 +260,60 @@ def test_settings_errors_carry_their_own_code() -> None:
     error = load_error(overrides={**REQUIRED, "port": 0})
 
     assert error.code == "bad_settings"
+
+
+# -- one settings file for every service, one error class ----------------------------------------
+
+
+def test_the_edge_reads_its_own_table_of_a_file_shared_with_other_services(
+    tmp_path: Path,
+) -> None:
+    path = write_toml(
+        tmp_path,
+        '[edge]\nregion = "eu"\nnode = "a"\npublic_key = "k.pub"\nport = 82\n'
+        "[bridge]\nbatch = 64\n[trainer]\nport = 1\n",
+    )
+
+    settings = EdgeSettings.load(file=path)
+
+    assert (settings.region, settings.port) == ("eu", 82)
+
+
+def test_an_unknown_table_in_a_shared_file_is_named(tmp_path: Path) -> None:
+    error = load_error(file=write_toml(tmp_path, '[egde]\nregion = "eu"\n'), overrides=REQUIRED)
+
+    assert error.field == "egde"
+    assert "unknown table [egde]" in error.message
+
+
+def test_the_edge_settings_error_is_the_one_of_every_service() -> None:
+    from runtime.settings import SettingsError as RuntimeSettingsError
+
+    assert SettingsError is RuntimeSettingsError or issubclass(SettingsError, RuntimeSettingsError)
+    with pytest.raises(RuntimeSettingsError):
+        EdgeSettings.load(overrides={**REQUIRED, "port": 0})
+
+
+def test_nats_settings_that_do_not_go_together_are_refused_when_loaded() -> None:
+    error = load_error(overrides={**REQUIRED, "nats_url": "nats://bus:4222", "nats_user": "edge"})
+
+    assert error.field == "nats_url"
+    assert "password" in error.message
+
+
+def test_the_storefront_is_off_unless_a_directory_is_given(tmp_path: Path) -> None:
+    assert EdgeSettings.load(overrides=REQUIRED).storefront_dir is None
+    settings = EdgeSettings.load(env={"PROXIMA_STOREFRONT_DIR": str(tmp_path)}, overrides=REQUIRED)
+    assert settings.storefront_dir == tmp_path
+
+
+def test_durations_take_units(tmp_path: Path) -> None:
+    settings = EdgeSettings.load(
+        file=write_toml(tmp_path, 'shutdown_timeout_s = "2m"\ntelemetry_interval_s = 1\n'),
+        env={"PROXIMA_SPOOL_FSYNC_INTERVAL_S": "20ms"},
+        overrides=REQUIRED,
+    )
+
+    assert settings.shutdown_timeout_s == 120.0
+    assert settings.telemetry_interval_s == 1.0
+    assert settings.spool_fsync_interval_s == pytest.approx(0.02)
