@@ -25,11 +25,11 @@ from starlette.routing import Route, WebSocketRoute
 
 from edge_node.config import EdgeSettings
 from edge_node.errors import EdgeError, SettingsError
-from edge_node.metrics import EdgeMetrics
 from edge_node.middleware.client_rate import ClientRateLimitMiddleware
 from edge_node.middleware.concurrency import ConcurrencyLimitMiddleware
 from edge_node.middleware.request_metrics import RequestMetricsMiddleware
 from edge_node.model_store import ModelStore
+from edge_node.observe import Observer
 from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
 from edge_node.routes import assets, events, openapi, recommendations, status, stream
@@ -111,7 +111,8 @@ def prepare(settings: EdgeSettings) -> Prepared:
 
 def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Starlette:
     prepared = prepared or prepare(settings)
-    metrics = EdgeMetrics(settings.region, settings.node)
+    observer = Observer(settings.region, settings.node)  # what /metrics and telemetry read
+    metrics = observer.metrics
     models = prepared.models
     window_config = models.current.window_config if models.current else WindowConfig()
     redis = aioredis.from_url(settings.redis) if settings.redis else None
@@ -131,7 +132,7 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         recommender=Recommender(
             models,
             sessions,
-            metrics,
+            observer,
             settings.node,
             prepared.rules,
             shadow_sample=settings.shadow_sample,
@@ -164,9 +165,8 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
     middleware = [
         Middleware(
             RequestMetricsMiddleware,
-            metrics=metrics,
+            observer=observer,
             routes=frozenset(r.path for r in ROUTES),
-            telemetry=state.recommender.telemetry,
         ),
         Middleware(
             ClientRateLimitMiddleware,

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from edge_node.errors import NotReady
-from edge_node.metrics import EdgeMetrics
 from edge_node.model_store import ModelStore
+from edge_node.observe import Observer
 from edge_node.rules import RuleRequest, RuleSet
 from edge_node.sessions import SessionStore
 from edge_node.telemetry import REQUEST_ID_SUFFIX, TelemetryRecorder
@@ -69,29 +69,33 @@ class Recommender:
 
     A shadow canary is scored after the answer has been handed over (``call_soon``), on a
     sampled share of requests, and only its agreement with stable and its latency are kept.
+    Every stage and outcome is recorded once, into ``observer``.
     """
 
     def __init__(
         self,
         models: ModelStore,
         sessions: SessionStore,
-        metrics: EdgeMetrics,
+        observer: Observer,
         node: str,
         rules: RuleSet | None = None,
         *,
-        telemetry: TelemetryRecorder | None = None,
         shadow_sample: float = 1.0,
     ) -> None:
         self.models = models
         self.sessions = sessions
-        self.metrics = metrics
+        self.observer = observer
         self.rules = rules
-        self.telemetry = telemetry or TelemetryRecorder()
         self.shadow_sample = shadow_sample
         self._catalog: tuple[ServingModel, TableCatalog] | None = None
         self._ids = itertools.count(1)
         self._id_prefix = f"{node}-{os.urandom(3).hex()}-"
         self._random = random.Random()
+
+    @property
+    def telemetry(self) -> TelemetryRecorder:
+        """The telemetry interval the observer feeds (what the telemetry publisher takes)."""
+        return self.observer.telemetry
 
     def next_request_id(self, variant: Variant = "stable") -> str:
         return f"{self._id_prefix}{next(self._ids):x}{REQUEST_ID_SUFFIX[variant]}"
@@ -104,10 +108,8 @@ class Recommender:
         started = clock()
         window = await self.sessions.get(query.session_id)
         windowed = clock()
-        stage = self.metrics.stage
-        recorder = self.telemetry
-        stage["window"].observe(windowed - started)
-        recorder.stage("window", windowed - started)
+        observer = self.observer
+        observer.stage("window", windowed - started)
 
         now_ms = int(time.time() * 1000)
         if window is None:
@@ -117,21 +119,17 @@ class Recommender:
         try:
             ranking = model.rank(window, depth, now_ms)
         except Exception:
-            recorder.failed(variant, model.version)
-            self.metrics.variant_errors.labels(variant).inc()
+            observer.failed(variant, model.version)
             stable = self.models.current
             if variant != "canary" or stable is None:
                 raise
             log.exception("canary bundle %d failed; answering with stable", model.version)
             model, variant = stable, "stable"
             ranking = model.rank(window, depth, now_ms)
-        stage["candidates"].observe(ranking.candidates_s)
-        recorder.stage("candidates", ranking.candidates_s)
+        observer.stage("candidates", ranking.candidates_s)
         if not ranking.cold:
-            stage["features"].observe(ranking.features_s)
-            stage["inference"].observe(ranking.inference_s)
-            recorder.stage("features", ranking.features_s)
-            recorder.stage("inference", ranking.inference_s)
+            observer.stage("features", ranking.features_s)
+            observer.stage("inference", ranking.inference_s)
 
         ruled = clock()
         item_ids = model.tables.item_ids
@@ -155,16 +153,9 @@ class Recommender:
                 outcome.fired,
                 outcome.offers,
             )
-            for rule in fired:
-                self.metrics.rules_fired.labels(rule).inc()
         done = clock()
-        stage["rules"].observe(done - ruled)
-        stage["total"].observe(done - started)
-        recorder.stage("rules", done - ruled)
-        recorder.stage("total", done - started)
-        recorder.answered(variant, model.version, done - started)
-        self.metrics.variant_answers.labels(variant).inc()
-        self.metrics.recommendations.labels("cold" if ranking.cold else "ranked").inc()
+        observer.stage("rules", done - ruled)
+        observer.answered(variant, model.version, done - started, cold=ranking.cold, fired=fired)
         return {
             "request_id": self.next_request_id(variant),
             "session_id": query.session_id,
@@ -199,15 +190,13 @@ class Recommender:
             ranking = model.rank(window, k, now_ms)
         except Exception:
             log.exception("shadow canary %d failed to rank", model.version)
-            self.telemetry.shadow_failed(model.version)
-            self.metrics.variant_errors.labels("shadow").inc()
+            self.observer.shadow_failed(model.version)
             return
         elapsed = time.perf_counter() - started
         item_ids = model.tables.item_ids
         shadow_top = {item_ids[i] for i in ranking.items.tolist()}
         overlap = len(shadow_top.intersection(served)) / len(served)
-        self.telemetry.shadow_scored(model.version, overlap, elapsed)
-        self.metrics.shadow_overlap.observe(overlap)
+        self.observer.shadow_scored(model.version, overlap, elapsed)
 
     def _catalog_for(self, model: ServingModel) -> TableCatalog:
         cached = self._catalog

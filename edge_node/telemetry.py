@@ -1,6 +1,8 @@
 """Node telemetry: what this edge did in the last interval, published on the bus.
 
-:class:`TelemetryRecorder` is fed on the request path (a few list increments per answer);
+:class:`TelemetryRecorder` holds the interval in progress; it is fed on the request path
+through :class:`edge_node.observe.Observer` (a few list increments per answer), which
+records into the Prometheus series at the same time;
 :class:`TelemetryPublisher` takes what it gathered every ``telemetry_interval_s`` and
 publishes one :class:`~protocol.telemetry.TelemetryReport` on core NATS subject
 ``telemetry.<region>.<node>``. Telemetry is best effort by design (core NATS, no
@@ -84,8 +86,11 @@ class TelemetryRecorder:
 
     def feedback(self, event_type: str, request_id: str | None) -> None:
         variant = variant_of_request(request_id)
-        if variant is None:
-            return
+        if variant is not None:
+            self.variant_feedback(variant, event_type)
+
+    def variant_feedback(self, variant: Variant, event_type: str) -> None:
+        """An impression or click of an answer ``variant`` gave (other types are ignored)."""
         if event_type == "impression":
             self.variants[variant].impressions += 1
         elif event_type == "click":

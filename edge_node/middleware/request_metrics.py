@@ -1,8 +1,9 @@
-"""Counts HTTP answers by route and status (routes are a fixed set: no label explosion).
+"""Records every HTTP answer by route and status (routes are a fixed set: no label explosion).
 
-It also feeds telemetry: every answer's status, and the time from the request reaching the
-app to the last byte handed to the server for ``GET /v1/recommendations`` (the ``request``
-stage, the closest the edge gets to what a client measures).
+It records into the edge's :class:`~edge_node.observe.Observer`, once: every answer's
+status, and the time from the request reaching the app to the last byte handed to the
+server for ``GET /v1/recommendations`` (the ``request`` stage, the closest the edge gets to
+what a client measures).
 """
 
 from __future__ import annotations
@@ -11,25 +12,16 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge_node.metrics import EdgeMetrics
-from edge_node.telemetry import TelemetryRecorder
+from edge_node.observe import Observer
 
 _TIMED_ROUTE = "/v1/recommendations"
 
 
 class RequestMetricsMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        metrics: EdgeMetrics,
-        routes: frozenset[str],
-        telemetry: TelemetryRecorder | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, observer: Observer, routes: frozenset[str]) -> None:
         self.app = app
-        self.metrics = metrics
+        self.observer = observer
         self.routes = routes
-        self.telemetry = telemetry or TelemetryRecorder()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +41,7 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_counting)
         finally:
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.telemetry.http(status)
+            observer = self.observer
+            observer.http(route, status)
             if route == _TIMED_ROUTE and status == 200:
-                self.telemetry.stage("request", time.perf_counter() - started)
+                observer.stage("request", time.perf_counter() - started)

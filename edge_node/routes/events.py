@@ -20,7 +20,6 @@ from edge_node.errors import (
 )
 from edge_node.routes.common import edge_state, json_response
 from edge_node.state import EdgeState
-from edge_node.telemetry import variant_of_request
 from edge_node.uplink import UplinkOverloadedError, UplinkUnavailableError
 from protocol.codec import Rejection, WireFormat, decode_body, encode_msgpack
 from protocol.errors import EventError
@@ -49,6 +48,7 @@ async def post_events(request: Request) -> Response:
 
     received_at = int(time.time() * 1000)
     settings = state.settings
+    observer = state.recommender.observer
     rejections = list(batch.rejections)
     fresh: list[tuple[Event, SessionWindow]] = []
     seen_in_batch: set[str] = set()
@@ -58,7 +58,7 @@ async def post_events(request: Request) -> Response:
         wait = state.session_buckets.take(event.session_id)
         if wait:
             longest_wait = max(longest_wait, wait)
-            state.metrics.rejected.labels("session_rate").inc()
+            observer.rejected("session_rate")
             error = EventError(
                 f"session is over its rate limit; retry in {wait:.1f}s", code="rate_limited"
             )
@@ -78,7 +78,7 @@ async def post_events(request: Request) -> Response:
         try:
             await state.uplink.submit([encode_msgpack(event) for event, _ in fresh])
         except (UplinkOverloadedError, UplinkUnavailableError) as exc:
-            state.metrics.rejected.labels("uplink").inc()
+            observer.rejected("uplink")
             raise Overloaded(
                 "event uplink is full; retry the same events later", retry_after_s=exc.retry_after_s
             ) from exc
@@ -91,18 +91,10 @@ async def post_events(request: Request) -> Response:
         await state.sessions.saved(window)
         state.streams.notify(window.session_id)
 
-    recorder = state.recommender.telemetry
     for event, _ in fresh:
         if event.request_id is not None and event.type in ("impression", "click"):
-            recorder.feedback(event.type, event.request_id)
-            variant = variant_of_request(event.request_id)
-            if variant is not None:
-                state.metrics.feedback.labels(variant, event.type).inc()
-    recorder.counted_events(len(fresh), duplicates, len(rejections))
-    metrics = state.metrics
-    metrics.events_accepted.inc(len(fresh))
-    metrics.events_duplicate.inc(duplicates)
-    metrics.events_rejected.inc(len(rejections))
+            observer.feedback(event.type, event.request_id)
+    observer.events(len(fresh), duplicates, len(rejections))
     if batch.single and rejections:
         error = rejections[0].error
         body_out: dict[str, Any] = {"error": error.to_dict()}
