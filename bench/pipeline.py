@@ -16,7 +16,7 @@ One run measures three things and prints each goal with PASS or FAIL:
    flight), idempotence off (Tansu has none).
 3. **bundle propagation**: a bundle of a few MB (trained on a generated shop log of about
    ``--log-events`` events) is published under a new version and promoted in two regions
-   (``central.trainer.publish``), ``--rollouts`` times; the clock runs from the KV update
+   (``runtime.registry``), ``--rollouts`` times; the clock runs from the KV update
    until both edges (``proxima edge serve --nats``, regions eu and us) answer ``/v1/model``
    with the new version, polled every few milliseconds (goal: p99 <= 1 s).
 
@@ -57,13 +57,13 @@ from pipeline_bridge import bridge_run, prepublish
 from pipeline_publish import process_cpu_seconds
 
 from central.datasets import read_log
+from central.trainer.pipeline import TrainerConfig, train_bundle
 from devtools.localservers import KafkaBroker, NatsServer
 from devtools.loggen import GeneratorConfig, generate_file
-from central.trainer.pipeline import TrainerConfig, train_bundle
-from central.trainer.publish import promote_regions, publish_bundle
 from protocol.bundle import build_bundle, read_bundle
 from protocol.keys import generate_keypair, load_private_key
 from protocol.subjects import EVENTS_STREAM
+from runtime.registry import ModelRegistry
 
 PARTS: Final = ("edge", "bridge", "rollout")
 GOAL_EDGE_EVENTS_PER_S: Final = 20_000.0
@@ -413,7 +413,7 @@ def run_bridge_part(directory: Path, args: argparse.Namespace, say: Say) -> floa
 @dataclass(frozen=True, slots=True)
 class Rollout:
     version: int
-    promote_s: float  # the promote_regions call (KV read + compare-and-set per region)
+    promote_s: float  # ModelRegistry.promote_regions (KV read + compare-and-set per region)
     answered_s: dict[str, float]  # per region: until its edge answered with the version
     swapped_s: dict[str, float]  # per region: until its edge's loaded_at (edge clock)
 
@@ -442,8 +442,9 @@ async def follow_the_bus(
 ) -> None:
     """Rolls out the version the edges already serve, as a fleet in service has one, and waits
     until every edge has read it: the buckets exist and the watches are live before timing."""
-    await publish_bundle(js, signed.bundle, 1)
-    await promote_regions(js, 1, list(edges))
+    registry = ModelRegistry(js)
+    await registry.publish_bundle(signed.bundle, 1)
+    await registry.promote_regions(1, list(edges))
     deadline = time.perf_counter() + DEADLINE_S
     for edge in edges.values():
         while True:
@@ -467,10 +468,10 @@ async def measure_rollouts(
             await follow_the_bus(js, http, signed, edges)
             for version in range(2, rollouts + 2):
                 data = await asyncio.to_thread(signed.as_version, version)
-                await publish_bundle(js, data, version)
+                await ModelRegistry(js).publish_bundle(data, version)
                 await asyncio.sleep(SETTLE_BEFORE_PROMOTION_S)
                 started, started_wall = time.perf_counter(), time.time()
-                await promote_regions(js, version, list(edges))
+                await ModelRegistry(js).promote_regions(version, list(edges))
                 promote_s = time.perf_counter() - started
                 regions = list(edges)
                 seen = await asyncio.gather(

@@ -11,10 +11,16 @@ A JetStream message is acknowledged only after Kafka acknowledged its record (``
 When Kafka fails, the failed records are produced again, in their original order, with a
 capped backoff, and their messages are kept alive with in-progress acks meanwhile; nothing
 is acknowledged before Kafka has it, so a crash at any point loses nothing but may write an
-event twice: consumers dedupe by ``event_id``. NATS outages are ridden out by nats-py's
-reconnect; the consumer lives in the stream's file storage and survives server restarts.
-While one batch goes to Kafka, the next is already being pulled
-(:class:`central.bridge_jetstream.BatchPuller`).
+event twice: consumers dedupe by ``event_id``.
+
+The bridge holds one NATS connection, kept by a :class:`~runtime.supervisor.BusSupervisor`
+(named ``proxima-bridge`` by the CLI). On every new connection it makes sure the stream and
+its durable consumer exist and pulls through a new puller there; when the connection is
+lost it forgets the puller and the messages prefetched on it (they are handed back on the
+next connection), while the batches already sent go on settling with Kafka and are
+acknowledged on whichever connection is live. The consumer lives in the stream's file
+storage and survives server restarts. While one batch goes to Kafka, the next is already
+being pulled (:class:`central.bridge_jetstream.BatchPuller`).
 
 Ordering: a session's events reach its partition in stream order, also across Kafka
 failures, since a batch is settled (retries included) before the next one is sent and each
@@ -31,31 +37,34 @@ depth 2 was 5-9 % faster with batches of 100-500 and no faster from 1,000 up
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
-import nats
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from central.bridge_forward import Counters, Forwarder, release
 from central.bridge_jetstream import BatchPuller, ensure_consumer, ensure_stream
 from central.errors import CentralError
 from central.kafka_settings import KafkaSettings, ensure_topics
-from runtime.nats import NatsSettings
 from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS
+from runtime.backoff import Backoff
+from runtime.nats import NatsSettings
+from runtime.service import Lifecycle
+from runtime.supervisor import BusConnection, BusListener, BusSupervisor
 
 log = logging.getLogger("proxima.central.bridge")
 
 _IDLE_PULL_S: Final = 1.0  # nothing in flight: wait this long for messages
 _PIPELINED_PULL_S: Final = 0.005  # batches in flight: settle them rather than wait longer
 _TOPIC_CHECK_TIMEOUT_S: Final = 5.0
+_FIRST_PULL_RETRY_S: Final = 0.1
 
 
 class BridgeError(CentralError):
@@ -83,12 +92,14 @@ class BridgeStatus:
     running: bool
 
 
-class Bridge:
+class Bridge(BusListener):
     """Forwards the ``stream`` into ``kafka.topic`` through the durable consumer ``durable``.
 
-    ``async with Bridge(...)`` starts it and closes it; or :meth:`start`, then
-    :meth:`run_until_stopped` (returns once :meth:`request_stop` is called), then
-    :meth:`close`. Bridges sharing a durable name share the work.
+    A :class:`runtime.service.Service`: :meth:`start` returns once the stream, the consumer,
+    the topics and the producer are ready and forwarding runs (or raises why they are not
+    within ``start_timeout_s``); :meth:`close` lets the batches in hand settle within its
+    timeout and disconnects. ``async with Bridge(...)`` does both. Bridges sharing a durable
+    name share the work.
     """
 
     def __init__(
@@ -132,16 +143,17 @@ class Bridge:
         self._max_backoff_s = max_backoff_s
         self._lag_interval_s = lag_interval_s
         self._start_timeout_s = start_timeout_s
-        self._last_nats_error: Exception | None = None
 
-        self._connection: NatsClient | None = None
-        self._jetstream: JetStreamContext | None = None
+        self._bus = BusSupervisor(nats, backoff=Backoff(0.2, max(0.2, max_backoff_s)))
+        self._lifecycle = Lifecycle("bridge")
+        self._jetstream: JetStreamContext | None = None  # of the live, prepared connection
+        self._puller: BatchPuller | None = None  # pulls on the live, prepared connection
+        self._to_release: list[Msg] = []  # prefetched on a lost connection: hand back
+        self._changed = asyncio.Event()  # a connection came or went, or closing began
         self._producer: Any = None  # AIOKafkaProducer
-        self._puller: BatchPuller | None = None
         self._forwarder: Forwarder | None = None
         self._forwarding: asyncio.Task[None] | None = None
         self._lag_watch: asyncio.Task[None] | None = None
-        self._stop_requested = asyncio.Event()
 
         self._counters = Counters()
         self._lag: int | None = None
@@ -163,23 +175,19 @@ class Bridge:
 
     async def start(self) -> None:
         """Connects, creates the stream, consumer and topics if absent, starts forwarding."""
-        if self._forwarding is not None or self._stop_requested.is_set():
-            raise BridgeError("a bridge starts once; make a new one")
+        self._lifecycle.begin_start()
         try:
-            await self._connect_nats()
-            await self._prepare_jetstream()
+            self._bus.attach(self)
+            await self._bus.start()
+            await self._wait_prepared()
             await self._start_kafka()
-            puller = BatchPuller(
-                self._nats_connection, self._stream, self._durable, batch=self._batch
-            )
-            await puller.start()
-            self._puller = puller
             self._forwarder = Forwarder(
                 self._producer, self._kafka_settings, self._counters,
-                stopping=self._stop_requested,
+                bus=self._live_client,
+                stopping=self._lifecycle.closing,
                 keep_alive_every_s=self._ack_wait_s / 3,
                 max_backoff_s=self._max_backoff_s,
-                buffered=lambda: puller.buffered,
+                buffered=self._buffered,
                 after_failure=self._restore_topics,
             )  # fmt: skip
         except BaseException:
@@ -188,26 +196,28 @@ class Bridge:
         self._forwarding = asyncio.create_task(self._forward_loop(), name="bridge-forward")
         self._lag_watch = asyncio.create_task(self._watch_lag(), name="bridge-lag")
 
-    def request_stop(self) -> None:
-        """Finish the batches in hand, then stop; safe from a signal handler."""
-        self._stop_requested.set()
-        if self._puller is not None:
-            self._puller.wake()
-
-    async def run_until_stopped(self) -> None:
-        """Returns after :meth:`request_stop` or :meth:`close`; raises if forwarding died."""
-        if self._forwarding is None:
+    async def wait_stopped(self) -> None:
+        """Returns once forwarding has ended (after :meth:`close`); raises if it failed."""
+        forwarding = self._forwarding
+        if forwarding is None:
             raise BridgeError("start() the bridge first")
-        await asyncio.wait({self._forwarding})
-        if not self._forwarding.cancelled() and self._forwarding.exception() is not None:
-            raise BridgeError(f"forwarding stopped: {self._forwarding.exception()!r}")
+        await asyncio.wait({forwarding})
+        if not forwarding.cancelled() and forwarding.exception() is not None:
+            raise BridgeError(f"forwarding stopped: {forwarding.exception()!r}")
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stops forwarding (the batches in hand get ``timeout_s`` to settle), then disconnects.
 
         Messages not yet acknowledged are released or left to expire: JetStream redelivers them.
         """
-        self.request_stop()
+        if not self._lifecycle.begin_close():
+            await self._lifecycle.closed.wait()
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self._changed.set()
+        if self._puller is not None:
+            self._puller.wake()
         forwarding = self._forwarding
         if forwarding is not None and not forwarding.done():
             _, unfinished = await asyncio.wait({forwarding}, timeout=timeout_s)
@@ -220,19 +230,19 @@ class Bridge:
         if self._lag_watch is not None:
             self._lag_watch.cancel()
             await asyncio.wait({self._lag_watch})
-        if self._puller is not None:
-            left = await self._puller.stop()
-            if self._connection is not None and not self._connection.is_closed:
-                await release(left)
+        puller, self._puller = self._puller, None
+        if puller is not None:
+            self._to_release.extend(await puller.stop())
+        held, self._to_release = self._to_release, []
+        await release(self._live_client(), held)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             try:
-                await asyncio.wait_for(producer.stop(), timeout_s)
+                await asyncio.wait_for(producer.stop(), max(0.1, deadline - loop.time()))
             except (KafkaError, TimeoutError) as exc:
                 log.warning("Kafka producer did not stop cleanly: %r", exc)
-        if self._connection is not None and not self._connection.is_closed:
-            with contextlib.suppress(Exception):
-                await self._connection.close()  # flushes the acknowledgements still buffered
+        await self._bus.close(max(0.1, deadline - loop.time()))  # flushes the acknowledgements
+        self._lifecycle.finish_close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -258,41 +268,55 @@ class Bridge:
         self._lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
         return self._lag
 
-    # --- setup ---------------------------------------------------------------------------
+    # --- the connection ------------------------------------------------------------------
 
-    @property
-    def _nats_connection(self) -> NatsClient:
-        assert self._connection is not None, "start() connects first"
-        return self._connection
+    async def bus_connected(self, connection: BusConnection) -> None:
+        """Prepares the stream and consumer on a new connection and pulls there."""
+        jetstream = connection.jetstream()
+        await self._prepare_jetstream(jetstream)
+        puller = BatchPuller(connection.client, self._stream, self._durable, batch=self._batch)
+        await puller.start()
+        held, self._to_release = self._to_release, []
+        await release(connection.client, held)
+        self._jetstream, self._puller = jetstream, puller
+        self._changed.set()
 
-    async def _connect_nats(self) -> None:
-        """nats-py retries a first connection forever (reconnects are unlimited): bound it."""
-        options = self._nats_settings.connect_options()
+    async def bus_lost(self) -> None:
+        puller, self._puller, self._jetstream = self._puller, None, None
+        if puller is not None:
+            self._to_release.extend(puller.abandon())
+        self._changed.set()
+        if not self._lifecycle.closing.is_set():
+            log.warning("NATS connection lost; the bridge pulls again once it is back")
+
+    def _live_client(self) -> NatsClient | None:
+        connection = self._bus.connection
+        return connection.client if connection is not None else None
+
+    def _buffered(self) -> Sequence[Msg]:
+        puller = self._puller
+        return puller.buffered if puller is not None else ()
+
+    async def _wait_prepared(self) -> None:
+        """Until a connection is up with the stream and consumer; BridgeError after the
+        start timeout, naming the last thing that went wrong."""
         try:
-            self._connection = await asyncio.wait_for(
-                nats.connect(
-                    **options,
-                    disconnected_cb=self._on_nats_disconnected,
-                    reconnected_cb=self._on_nats_reconnected,
-                    error_cb=self._on_nats_error,
-                ),
-                self._start_timeout_s,
-            )
-        except Exception as exc:
+            async with asyncio.timeout(self._start_timeout_s):
+                while self._puller is None:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
             servers = ", ".join(self._nats_settings.servers)
-            cause = self._last_nats_error if isinstance(exc, TimeoutError) else exc
             raise BridgeError(
-                f"cannot connect to NATS at {servers} within {self._start_timeout_s:.0f} s: "
-                f"{cause!r}"
-            ) from exc
-        self._jetstream = self._connection.jetstream()
+                f"cannot use NATS at {servers} within {self._start_timeout_s:.0f} s: "
+                f"{self._bus.status.last_error or 'no connection'}"
+            ) from None
 
-    async def _prepare_jetstream(self) -> None:
-        assert self._jetstream is not None
+    async def _prepare_jetstream(self, jetstream: JetStreamContext) -> None:
         try:
-            await ensure_stream(self._jetstream, self._stream, self._subjects)
+            await ensure_stream(jetstream, self._stream, self._subjects)
             await ensure_consumer(
-                self._jetstream, self._stream, self._durable,
+                jetstream, self._stream, self._durable,
                 ack_wait_s=self._ack_wait_s, max_ack_pending=self._max_ack_pending,
             )  # fmt: skip
         except Exception as exc:
@@ -323,23 +347,31 @@ class Bridge:
 
     async def _forward_loop(self) -> None:
         """Pull, send, and settle the oldest batch once ``pipeline_depth`` are in flight (or
-        nothing more arrived)."""
-        assert self._puller is not None and self._forwarder is not None
-        puller, forwarder = self._puller, self._forwarder
-        failures = 0
-        while not self._stop_requested.is_set():
+        nothing more arrived). Without a connection, settle what is in flight and wait."""
+        assert self._forwarder is not None
+        forwarder, closing = self._forwarder, self._lifecycle.closing
+        backoff = Backoff(min(_FIRST_PULL_RETRY_S, self._max_backoff_s), self._max_backoff_s)
+        while not closing.is_set():
+            self._changed.clear()
+            puller = self._puller
+            if puller is None:
+                while forwarder.batches_in_flight:
+                    await forwarder.settle_oldest()
+                if self._puller is None and not closing.is_set():
+                    await self._changed.wait()
+                continue
             try:
                 in_flight = forwarder.batches_in_flight
                 messages = await puller.next_batch(_PIPELINED_PULL_S if in_flight else _IDLE_PULL_S)
             except Exception as exc:
-                failures += 1
                 self._counters.note_error(f"pull failed: {exc!r}")
                 while forwarder.batches_in_flight:
                     await forwarder.settle_oldest()
-                await forwarder.pause(failures)
+                if not await backoff.sleep(closing):
+                    break
                 await self._restore_consumer()
                 continue
-            failures = 0
+            backoff.reset()
             if messages:
                 await forwarder.submit(messages)
             while forwarder.batches_in_flight and (
@@ -353,16 +385,12 @@ class Bridge:
 
     async def _restore_consumer(self) -> None:
         """After failed pulls: the stream or consumer may have been deleted; recreate them."""
-        if self._jetstream is None or self._stop_requested.is_set():
+        if self._jetstream is None or self._lifecycle.closing.is_set():
             return
         try:
-            await ensure_stream(self._jetstream, self._stream, self._subjects)
-            await ensure_consumer(
-                self._jetstream, self._stream, self._durable,
-                ack_wait_s=self._ack_wait_s, max_ack_pending=self._max_ack_pending,
-            )  # fmt: skip
-        except Exception as exc:
-            log.debug("consumer not restored yet: %r", exc)
+            await self._prepare_jetstream(self._jetstream)
+        except BridgeError as exc:
+            log.debug("consumer not restored yet: %s", exc)
 
     async def _restore_topics(self) -> None:
         """After failed produces: a rebuilt or wiped cluster may have lost the topics."""
@@ -378,18 +406,3 @@ class Bridge:
         while True:
             await self.refresh_lag()
             await asyncio.sleep(self._lag_interval_s)
-
-    async def _on_nats_disconnected(self) -> None:
-        if not self._stop_requested.is_set():
-            log.warning("NATS connection lost; reconnecting")
-
-    async def _on_nats_reconnected(self) -> None:
-        url = self._connection.connected_url if self._connection is not None else None
-        log.info("NATS reconnected to %s", url.netloc if url is not None else "?")
-        if self._puller is not None:
-            self._puller.forget_request()
-
-    async def _on_nats_error(self, error: Exception) -> None:
-        self._last_nats_error = error
-        connected_before = self._connection is not None
-        log.log(logging.WARNING if connected_before else logging.DEBUG, "NATS: %r", error)

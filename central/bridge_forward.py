@@ -4,15 +4,21 @@ A :class:`Forwarder` turns each JetStream message into a record (a valid event f
 events topic, anything else byte for byte for the dead-letter topic), sends a batch to the
 producer without waiting, and later *settles* it: waits until Kafka has answered for every
 record, acknowledges the messages whose records Kafka took, and produces the failed ones
-again, in their original order, with a capped backoff, until Kafka takes them or a stop is
-requested (then they are handed back to JetStream). While it waits, in-progress acks keep
-every message in hand from reaching ``ack_wait``.
+again, in their original order, with the product's :class:`~runtime.backoff.Backoff`, until
+Kafka takes them or a stop is requested (then they are handed back to JetStream). While it
+waits, in-progress acks keep every message in hand from reaching ``ack_wait``.
+
+Messages are answered (acknowledged, terminated, kept alive, handed back) on the bridge's
+*live* NATS connection, which ``bus`` gives, not on the one that delivered them: an answer
+is a publish to the message's reply subject, which JetStream takes from any connection, so
+what Kafka took while the connection was replaced is still acknowledged once a new one is
+up. Without a connection an answer fails and JetStream redelivers the message after its
+``ack_wait``: Kafka may then get it twice, never not at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -21,17 +27,26 @@ from typing import Any, Final
 
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from central.kafka_settings import KafkaSettings
 from protocol.codec import decode_msgpack_event
 from protocol.errors import EventError
+from runtime.backoff import Backoff
 
 log = logging.getLogger("proxima.central.bridge")
 
 EVENT_ID_HEADER: Final = "event_id"
 MAX_DEAD_LETTER_BYTES: Final = 512 * 1024  # a larger raw message is cut to fit in one record
 _FIRST_BACKOFF_S: Final = 0.1
+# What a JetStream message's reply subject takes (nats.aio.msg.Msg.Ack).
+ACK: Final = b"+ACK"
+TERM: Final = b"+TERM"
+NAK: Final = b"-NAK"
+IN_PROGRESS: Final = b"+WPI"
+
+LiveClient = Callable[[], NatsClient | None]
 
 
 @dataclass(slots=True)
@@ -101,8 +116,9 @@ def _dead_letter_record(message: Msg, error: EventError, topic: str) -> Record:
 
 class Forwarder:
     """Batches in flight to Kafka, settled oldest first. ``producer`` is a started
-    ``AIOKafkaProducer``; ``buffered`` gives the prefetched messages to keep alive too;
-    ``after_failure`` runs before each retry (to recreate lost topics, say)."""
+    ``AIOKafkaProducer``; ``bus`` gives the live NATS client (None while there is none);
+    ``buffered`` gives the prefetched messages to keep alive too; ``after_failure`` runs
+    before each retry (to recreate lost topics, say)."""
 
     def __init__(
         self,
@@ -110,6 +126,7 @@ class Forwarder:
         settings: KafkaSettings,
         counters: Counters,
         *,
+        bus: LiveClient,
         stopping: asyncio.Event,
         keep_alive_every_s: float,
         max_backoff_s: float,
@@ -119,6 +136,7 @@ class Forwarder:
         self._producer = producer
         self._settings = settings
         self._counters = counters
+        self._bus = bus
         self._stopping = stopping
         self._keep_alive_every_s = keep_alive_every_s
         self._max_backoff_s = max_backoff_s
@@ -142,26 +160,19 @@ class Forwarder:
         try:
             delivered, failed, error = await self._outcome(batch)
             await self._acknowledge(delivered)
-            attempt = 0
+            backoff = Backoff(min(_FIRST_BACKOFF_S, self._max_backoff_s), self._max_backoff_s)
             while failed:
-                attempt += 1
                 self._counters.note_error(f"Kafka did not take {len(failed)} records: {error!r}")
-                if self._stopping.is_set():
-                    await release(record.message for record in failed)
+                if not self._stopping.is_set():
+                    await self._keep_alive(record.message for record in failed)
+                if self._stopping.is_set() or not await backoff.sleep(self._stopping):
+                    await release(self._bus(), (record.message for record in failed))
                     return
-                await self._keep_alive(record.message for record in failed)
-                await self.pause(attempt)
                 await self._after_failure()
                 delivered, failed, error = await self._outcome(await self._send(failed))
                 await self._acknowledge(delivered)
         finally:
             self._in_flight.popleft()
-
-    async def pause(self, attempt: int) -> None:
-        """Capped exponential backoff; a stop request cuts it short."""
-        delay = min(self._max_backoff_s, _FIRST_BACKOFF_S * 2 ** min(attempt - 1, 30))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _send(self, records: list[Record]) -> _InFlight:
         """Fills one Kafka record batch per partition (in record order) and queues them all.
@@ -234,6 +245,7 @@ class Forwarder:
 
     async def _acknowledge(self, records: Iterable[Record]) -> None:
         counters = self._counters
+        client = self._bus()
         problem: BaseException | None = None
         for record in records:
             if record.dead_letter:
@@ -241,7 +253,7 @@ class Forwarder:
             else:
                 counters.forwarded += 1
             try:
-                await (record.message.term() if record.dead_letter else record.message.ack())
+                await _answer(client, record.message, TERM if record.dead_letter else ACK)
             except Exception as exc:  # JetStream redelivers it: Kafka gets it twice
                 problem = exc
                 counters.errors += 1
@@ -255,16 +267,37 @@ class Forwarder:
         """In-progress acks restart ack_wait for the messages of the batch being settled, the
         batches sent after it and the prefetched ones: every message this process holds."""
         later = [record.message for batch in list(self._in_flight)[1:] for record in batch.records]
+        client = self._bus()
+        if client is None:
+            return
         for message in (*settling, *later, *self._buffered()):
-            with contextlib.suppress(Exception):
-                await message.in_progress()
+            try:
+                await _answer(client, message, IN_PROGRESS)
+            except Exception:
+                return  # the connection went: nothing more gets through it
 
 
-async def release(messages: Iterable[Msg]) -> None:
-    """Hands messages back to JetStream for immediate redelivery (to this or another bridge)."""
+async def release(client: NatsClient | None, messages: Iterable[Msg]) -> None:
+    """Hands messages back to JetStream for immediate redelivery (to this or another bridge);
+    without a connection they come back once their ``ack_wait`` has passed."""
+    if client is None:
+        return
     for message in messages:
-        with contextlib.suppress(Exception):
-            await message.nak()
+        try:
+            await _answer(client, message, NAK)
+        except Exception:
+            return
+
+
+class _NoConnectionError(ConnectionError):
+    """No live NATS connection to answer a message on (the caller counts it)."""
+
+
+async def _answer(client: NatsClient | None, message: Msg, token: bytes) -> None:
+    if client is None:
+        raise _NoConnectionError("no NATS connection")
+    if message.reply:
+        await client.publish(message.reply, token)
 
 
 class _Partitioner:

@@ -4,8 +4,9 @@
 instead of nats-py's ``fetch``: messages land in a buffer from a subscription callback, and
 the next pull request is sent as soon as a batch is handed out, so the following batch is
 already arriving while the caller forwards the current one. Each request has its own reply
-subject, so a late status message of an old request (lost in a reconnect, say) cannot close
-the current one. Messages are never acknowledged here.
+subject, so a late status message of an old request cannot close the current one. A puller
+lives on one connection: when that is lost it is abandoned (:meth:`BatchPuller.abandon`) and
+the next connection gets a new one. Messages are never acknowledged here.
 """
 
 from __future__ import annotations
@@ -166,9 +167,15 @@ class BatchPuller:
         self._woken = True
         self._arrived.set()
 
-    def forget_request(self) -> None:
-        """The server lost the open request (it restarted): send a new one on the next call."""
+    def abandon(self) -> list[Msg]:
+        """Its connection is gone: stops without a word to the server, wakes a waiting
+        :meth:`next_batch`, and returns the buffered messages (to release on another one)."""
+        self._subscription = None
+        left = list(self._buffer)
+        self._buffer.clear()
         self._request_remaining = 0
+        self.wake()
+        return left
 
     async def next_batch(self, timeout_s: float) -> list[Msg]:
         loop = asyncio.get_running_loop()

@@ -59,7 +59,6 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── DataFormatError           400  an input event log is malformed (file and line)
     │   ├── SplitError                400  the evaluation split leaves nothing to use
     │   ├── TrainingError             500  training could not produce a model
-    │   ├── PublishError              500  central.trainer.publish: bus read or write failed
     │   ├── KafkaSettingsError        500  central.kafka_settings
     │   ├── KafkaTopicError           500  central.kafka_settings
     │   ├── RolloutPlanError          500  central.rollout.plan: a plan breaks a rule

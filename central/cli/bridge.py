@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Coroutine
 from typing import Any
 
@@ -13,9 +12,10 @@ import click
 from central.bridge import Bridge
 from central.cli.errors import reported_errors
 from central.cli.options import kafka_option, nats_option
+from central.cli.serving import serve
 from central.kafka_settings import KafkaSettings
-from runtime.nats import NatsSettings
 from protocol.subjects import KAFKA_EVENTS_TOPIC
+from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.central.bridge")
 
@@ -106,19 +106,13 @@ def bridge(
 
 
 async def _serve(runner: Bridge, status_every: float) -> None:
-    await runner.start()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, runner.request_stop)
     reporter = asyncio.create_task(_report_status(runner, status_every))
-    log.info("bridge running")
     try:
-        await runner.run_until_stopped()
+        await serve(
+            [runner], watch=[runner.wait_stopped], on_started=lambda: log.info("bridge running")
+        )
     finally:
         reporter.cancel()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        await runner.close()
         status = runner.status
         log.info(
             "bridge stopped: forwarded %d, dead-lettered %d, acknowledged %d, errors %d",

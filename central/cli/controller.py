@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import click
 
 from central.cli.errors import reported_errors
 from central.cli.options import nats_option
+from central.cli.serving import serve
 from central.monitor.service import LatencyMonitor, MonitorSettings
-from central.rollout.service import run_controller
+from central.rollout.service import RolloutService
 from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.central.controller")
@@ -34,20 +34,12 @@ def controller(nats_url: str, tick: float) -> None:
 
 
 async def _serve(nats_url: str, tick: float) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     monitor = LatencyMonitor(
         MonitorSettings(nats=NatsSettings.from_url(nats_url, name="proxima-monitor"))
     )
-    await monitor.start()
-    try:
-        await run_controller(
-            NatsSettings.from_url(nats_url, name="proxima-rollout"),
-            monitor.store,
-            stop,
-            tick_s=tick,
-        )
-    finally:
-        await monitor.close()
+    controller = RolloutService(
+        NatsSettings.from_url(nats_url, name="proxima-rollout"), monitor.store, tick_s=tick
+    )
+    await serve(
+        [monitor, controller], on_started=lambda: log.info("latency monitor and controller up")
+    )

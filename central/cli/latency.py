@@ -18,9 +18,9 @@ from central.monitor.client import TelemetryListener, ask_monitor
 from central.monitor.errors import MonitorQueryError
 from central.monitor.query import LatencyQuery, parse_duration
 from central.monitor.view import render_summary
-from runtime.nats import NatsSettings
 from protocol.errors import ProtocolError
 from protocol.subjects import MONITOR_REQUEST_SUBJECT
+from runtime.nats import NatsSettings
 
 ASK_TIMEOUT_S: Final = 2.0
 _WIDTH: Final = 120  # rich assumes 80 columns when not on a terminal; the tables need more

@@ -32,8 +32,8 @@ from central.rollout.operations import (
 )
 from central.rollout.plan import Guardrails, RolloutPlan, RolloutPlanError, parse_steps
 from central.rollout.store import audit_entries, read_edge_record, read_plans
-from runtime.nats import NatsSettings
 from protocol.subjects import check_token
+from runtime.nats import NatsSettings
 
 T = TypeVar("T")
 

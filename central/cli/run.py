@@ -1,12 +1,18 @@
 """``proxima central run``: the bridge, the continuous trainer, the latency monitor and the
-rollout controller in one
-process."""
+rollout controller in one process.
+
+Each role keeps its own NATS connection, named after it (``proxima-monitor``,
+``proxima-bridge``, ``proxima-trainer``, ``proxima-rollout``). They start in this order:
+the monitor, the metrics server, the bridge (it creates the stream and the topic the
+trainer reads), the trainer, the controller; and close in reverse order within one
+shutdown timeout (:mod:`central.cli.serving`). Each bundle the trainer publishes is
+promoted in ``--regions``, or rolled out there by the ``--canary-*`` policy.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +27,21 @@ from central.cli.options import (
     rollout_policy,
     signing_key_option,
 )
+from central.cli.serving import Served, serve
 from central.kafka_settings import KafkaSettings
 from central.monitor import LatencyMonitor, MonitorSettings
 from central.monitor.http import MetricsServer
-from central.rollout.service import run_controller
+from central.rollout.operations import bundle_release
+from central.rollout.service import RolloutService
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
-from runtime.nats import NatsSettings
 from protocol.keys import load_private_key
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
+from runtime.nats import NatsSettings
 
 log = logging.getLogger("central.run")
+
+TRAINER_SHUTDOWN_SHARE = 0.5
 
 
 @click.command("run")
@@ -97,6 +107,14 @@ def run(
                 client_id=client_id,
             )
 
+        targets = tuple(check_token(r.strip(), "region") for r in regions.split(",") if r.strip())
+        monitor = LatencyMonitor(
+            MonitorSettings(nats=NatsSettings.from_url(nats_url, name="proxima-monitor"))
+        )
+        services: list[Served] = [monitor]
+        if metrics_port is not None:
+            metrics = MetricsServer([monitor.registry], host=metrics_host, port=metrics_port)
+            services.append(metrics)
         bridge = Bridge(
             NatsSettings.from_url(nats_url, name="proxima-bridge"),
             kafka("proxima-bridge"),
@@ -109,60 +127,27 @@ def run(
                 kafka=kafka("proxima-trainer"),
                 state_dir=state_dir,
                 private_key_pem=key_pem,
-                regions=tuple(
-                    check_token(r.strip(), "region") for r in regions.split(",") if r.strip()
-                ),
+                regions=targets,
+                on_published=bundle_release(targets, rollout_policy(canary)),
                 retrain_events=retrain_events,
                 retrain_interval_s=retrain_interval,
                 min_events=min_events,
                 trainer=TrainerConfig(),
-                rollout=rollout_policy(canary),
             )
         )
-        monitor = LatencyMonitor(
-            MonitorSettings(nats=NatsSettings.from_url(nats_url, name="proxima-monitor"))
+        controller = RolloutService(
+            NatsSettings.from_url(nats_url, name="proxima-rollout"),
+            monitor.store,
+            tick_s=rollout_tick,
         )
-        metrics = None
-        if metrics_port is not None:
-            metrics = MetricsServer([monitor.registry], host=metrics_host, port=metrics_port)
-        controller_nats = NatsSettings.from_url(nats_url, name="proxima-rollout")
-        asyncio.run(_serve(bridge, trainer, monitor, metrics, controller_nats, rollout_tick))
+        # A training under way may take half of the shutdown time; the bridge then drains.
+        services += [bridge, (trainer, TRAINER_SHUTDOWN_SHARE), controller]
 
+        def started() -> None:
+            if metrics_port is not None:
+                log.info("metrics on http://%s:%d/metrics", metrics.host, metrics.port)
+            log.info("bridge, trainer, latency monitor and rollout controller running")
 
-async def _serve(
-    bridge: Bridge,
-    trainer: TrainerService,
-    monitor: LatencyMonitor,
-    metrics: MetricsServer | None,
-    controller_nats: NatsSettings,
-    rollout_tick: float,
-) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def request_stop() -> None:
-        stop.set()
-        bridge.request_stop()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, request_stop)
-    await monitor.start()
-    try:
-        if metrics is not None:
-            await metrics.start()
-            log.info("metrics on http://%s:%d/metrics", metrics.host, metrics.port)
-        await bridge.start()  # the bridge creates the stream and topic the trainer reads
-        log.info("bridge, trainer, latency monitor and rollout controller running")
-        try:
-            await asyncio.gather(
-                bridge.run_until_stopped(),
-                trainer.run(stop),
-                run_controller(controller_nats, monitor.store, stop, tick_s=rollout_tick),
-            )
-        finally:
-            request_stop()
-            await bridge.close()
-    finally:
-        if metrics is not None:
-            await metrics.close()
-        await monitor.close()
+        asyncio.run(
+            serve(services, watch=[bridge.wait_stopped, trainer.wait_stopped], on_started=started)
+        )

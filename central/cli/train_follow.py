@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,14 @@ from central.cli.options import (
     rollout_policy,
     signing_key_option,
 )
+from central.cli.serving import serve
 from central.kafka_settings import KafkaSettings
+from central.rollout.operations import bundle_release
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
-from runtime.nats import NatsSettings
 from protocol.keys import load_private_key
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
+from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.central.trainer")
 
@@ -107,6 +108,9 @@ def train_follow(
     with reported_errors():
         key_pem = signing_key.read_bytes()
         load_private_key(key_pem)  # fail now, not after the first training
+        targets = tuple(
+            check_token(region.strip(), "region") for region in regions.split(",") if region.strip()
+        )
         config = TrainerServiceConfig(
             nats=NatsSettings.from_url(nats_url, name="proxima-trainer"),
             kafka=KafkaSettings.from_bootstrap(
@@ -114,16 +118,12 @@ def train_follow(
             ),
             state_dir=state_dir,
             private_key_pem=key_pem,
-            regions=tuple(
-                check_token(region.strip(), "region")
-                for region in regions.split(",")
-                if region.strip()
-            ),
+            regions=targets,
+            on_published=bundle_release(targets, rollout_policy(canary)),
             retrain_events=retrain_events,
             retrain_interval_s=retrain_interval,
             min_events=min_events,
             trainer=TrainerConfig(),
-            rollout=rollout_policy(canary),
         )
         try:
             asyncio.run(_serve(TrainerService(config)))
@@ -134,10 +134,6 @@ def train_follow(
 
 
 async def _serve(service: TrainerService) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     config = service.config
     log.info(
         "training from %s into %s; promoting to %s",
@@ -146,10 +142,8 @@ async def _serve(service: TrainerService) -> None:
         ", ".join(config.regions) or "no region (publish only)",
     )
     try:
-        await service.run(stop)
+        await serve([service], watch=[service.wait_stopped])
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
         status = service.status
         log.info(
             "trainer stopped: consumed %d records (%d bad), kept %d events, %d retrains, "

@@ -41,6 +41,8 @@ class _Server(uvicorn.Server):
 
 
 class MetricsServer:
+    """A :class:`runtime.service.Service`: :meth:`start` returns once it serves."""
+
     def __init__(
         self, registries: Sequence[CollectorRegistry], *, host: str = "127.0.0.1", port: int
     ) -> None:
@@ -66,24 +68,29 @@ class MetricsServer:
                 field="metrics_port",
             ) from exc
         self.port = sock.getsockname()[1]
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="metrics-http")
+        task = self._task = asyncio.create_task(
+            self._server.serve(sockets=[sock]), name="metrics-http"
+        )
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
-        while not self._server.started:
-            if self._task.done() or asyncio.get_running_loop().time() > deadline:
-                await self.close()
-                raise MonitorSettingsError(
-                    f"the metrics server on {self.host}:{self.port} did not start",
-                    field="metrics_port",
-                )
-            await asyncio.sleep(0.01)
+        try:
+            while not self._server.started:
+                if task.done() or asyncio.get_running_loop().time() > deadline:
+                    raise MonitorSettingsError(
+                        f"the metrics server on {self.host}:{self.port} did not start",
+                        field="metrics_port",
+                    )
+                await asyncio.sleep(0.01)
+        except BaseException:
+            await self.close()
+            raise
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 5.0) -> None:
         task, self._task = self._task, None
         if task is None:
             return
         self._server.should_exit = True
         try:
-            await asyncio.wait_for(asyncio.shield(task), 5.0)
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
         except TimeoutError:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -12,26 +12,25 @@ It answers :class:`~central.monitor.query.LatencyQuery` requests on
 ``proxima.monitor.latency`` (queue group ``proxima-monitor``: one of several monitors
 answers) with the JSON of :func:`~central.monitor.figures.latency_summary`.
 
-The monitor starts and keeps running whatever NATS does: it connects in the background
-with capped, jittered backoff, and after a lost connection connects and subscribes afresh.
+The monitor starts and keeps running whatever NATS does: its one connection is kept by a
+:class:`~runtime.supervisor.BusSupervisor` (named ``proxima-monitor`` by the CLI), which
+connects in the background with the product's backoff; the monitor subscribes on every new
+connection and counts the reports NATS drops for it from the supervisor's error reports.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
-import nats
-from nats.aio.client import Client as NatsClient
+import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -40,7 +39,6 @@ from central.monitor.figures import latency_summary
 from central.monitor.metrics import MonitorMetrics
 from central.monitor.query import LatencyQuery
 from central.monitor.store import TelemetryStore
-from runtime.nats import NatsSettings
 from protocol.subjects import MONITOR_REQUEST_SUBJECT, TELEMETRY_SUBJECTS, telemetry_subject
 from protocol.telemetry import (
     TELEMETRY_INTERVAL_S,
@@ -48,6 +46,10 @@ from protocol.telemetry import (
     TelemetryReport,
     decode_report,
 )
+from runtime.backoff import Backoff
+from runtime.nats import NatsSettings
+from runtime.service import Lifecycle
+from runtime.supervisor import BusConnection, BusListener, BusSupervisor
 
 log = logging.getLogger("proxima.central.monitor")
 
@@ -113,7 +115,10 @@ def ingest(
     return Ingested("duplicate" if store.duplicates > duplicates else "accepted", report)
 
 
-class LatencyMonitor:
+class LatencyMonitor(BusListener):
+    """A :class:`runtime.service.Service`: :meth:`start` returns at once (it listens once
+    connected: :meth:`wait_listening`); :meth:`close` unsubscribes and disconnects."""
+
     def __init__(
         self, settings: MonitorSettings, *, clock: Callable[[], float] = time.time
     ) -> None:
@@ -127,10 +132,19 @@ class LatencyMonitor:
         self.metrics = MonitorMetrics(self.store, window_s=settings.metrics_window_s, clock=clock)
         self.registry = self.metrics.registry
         self._clock = clock
-        self._client: NatsClient | None = None
+        self.bus = BusSupervisor(
+            settings.nats,
+            ping_interval_s=settings.ping_interval_s,
+            backoff=Backoff(
+                settings.connect_retry_initial_s,
+                settings.connect_retry_max_s,
+                stable_after_s=settings.connect_retry_max_s,
+            ),
+        )
+        self._lifecycle = Lifecycle("latency monitor")
+        self._connection: BusConnection | None = None
         self._telemetry: Subscription | None = None
         self._listening = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._last_warning = -math.inf
         self._quiet_warnings = 0
         self.metrics.pending.set_function(self._pending)
@@ -141,19 +155,19 @@ class LatencyMonitor:
         return self._listening.is_set()
 
     async def start(self) -> None:
-        if self._task is not None:
-            raise MonitorError("a monitor starts once")
-        self._task = asyncio.create_task(self._stay_connected(), name="latency-monitor")
+        self._lifecycle.begin_start()
+        self.bus.attach(self)
+        await self.bus.start()
 
     async def wait_listening(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._listening.wait(), timeout_s)
 
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self._disconnect()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if not self._lifecycle.begin_close():
+            await self._lifecycle.closed.wait()
+            return
+        await self.bus.close(timeout_s)
+        self._lifecycle.finish_close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -195,11 +209,12 @@ class LatencyMonitor:
         if not msg.reply:
             return
         reply = self.answer(msg.data)
-        client = self._client
-        if client is not None and len(reply) > client.max_payload:
+        connection = self._connection
+        limit = connection.client.max_payload if connection is not None else None
+        if limit is not None and len(reply) > limit:
             too_big = MonitorError(
                 f"the summary is {len(reply)} bytes, over the bus limit of "
-                f"{client.max_payload}: ask for one region, or without nodes",
+                f"{limit}: ask for one region, or without nodes",
                 field="nodes",
             )
             reply = json.dumps({"error": too_big.to_dict()}).encode()
@@ -223,82 +238,42 @@ class LatencyMonitor:
 
     # -- the connection ----------------------------------------------------------------
 
-    async def _stay_connected(self) -> None:
-        settings = self.settings
-        delay = settings.connect_retry_initial_s
-        failures = 0
-        while True:
-            closed = asyncio.Event()
-            try:
-                await self._connect(closed)
-            except Exception as exc:
-                failures += 1
-                log.log(
-                    logging.WARNING if failures == 1 else logging.DEBUG,
-                    "monitor cannot listen to NATS: %r",
-                    exc,
-                )
-                await self._disconnect()
-                await _sleep_jittered(delay)
-                delay = min(delay * 2, settings.connect_retry_max_s)
-                continue
-            failures = 0
-            connected_at = time.monotonic()
-            log.info("monitor listening on %s", settings.telemetry_subjects)
-            try:
-                await closed.wait()
-            finally:
-                await self._disconnect()
-            log.warning("monitor lost its NATS connection; reconnecting")
-            if time.monotonic() - connected_at > settings.connect_retry_max_s:
-                delay = settings.connect_retry_initial_s
-            await _sleep_jittered(delay)
-            delay = min(delay * 2, settings.connect_retry_max_s)
-
-    async def _connect(self, closed: asyncio.Event) -> None:
-        async def on_closed() -> None:
-            closed.set()
-
-        async def on_error(exc: Exception) -> None:
-            if isinstance(exc, nats.errors.SlowConsumerError):
-                self.metrics.reports.labels("dropped").inc()
-                self._warn("monitor falls behind: NATS dropped a telemetry report")
-            else:
-                log.debug("NATS: %r", exc)
-
-        options: dict[str, Any] = self.settings.nats.connect_options()
-        # Reconnecting is done here, with backoff and fresh subscriptions, not in the client.
-        options.update(
-            allow_reconnect=False,
-            max_reconnect_attempts=1,
-            ping_interval=self.settings.ping_interval_s,
-            closed_cb=on_closed,
-            disconnected_cb=on_closed,
-            error_cb=on_error,
-        )
-        client = await nats.connect(**options)
-        self._client = client
-        self._telemetry = await client.subscribe(
+    async def bus_connected(self, connection: BusConnection) -> None:
+        client = connection.client
+        telemetry = await client.subscribe(
             self.settings.telemetry_subjects,
             cb=self._on_telemetry,
             pending_msgs_limit=self.settings.pending_msgs_limit,
             pending_bytes_limit=self.settings.pending_bytes_limit,
         )
-        await client.subscribe(
-            self.settings.request_subject, queue=MONITOR_QUEUE_GROUP, cb=self._on_request
-        )
-        await client.flush()
+        try:
+            await client.subscribe(
+                self.settings.request_subject, queue=MONITOR_QUEUE_GROUP, cb=self._on_request
+            )
+            await client.flush()
+        except BaseException:
+            await _unsubscribe(telemetry)
+            raise
+        self._connection, self._telemetry = connection, telemetry
         self.metrics.connected.set(1)
         self._listening.set()
+        log.info("monitor listening on %s", self.settings.telemetry_subjects)
 
-    async def _disconnect(self) -> None:
+    async def bus_lost(self) -> None:
         self._listening.clear()
         self.metrics.connected.set(0)
-        client, self._client, self._telemetry = self._client, None, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+        self._connection, self._telemetry = None, None
+        if not self._lifecycle.closing.is_set():
+            log.warning("monitor lost its NATS connection; reconnecting")
+
+    def bus_error(self, error: Exception) -> None:
+        if isinstance(error, nats.errors.SlowConsumerError):
+            self.metrics.reports.labels("dropped").inc()
+            self._warn("monitor falls behind: NATS dropped a telemetry report")
 
 
-async def _sleep_jittered(delay: float) -> None:
-    await asyncio.sleep(random.uniform(delay / 2, delay))
+async def _unsubscribe(subscription: Subscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except Exception as exc:
+        log.debug("unsubscribing failed: %r", exc)

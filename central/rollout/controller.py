@@ -1,11 +1,13 @@
 """The rollout controller: walks every active plan step by step from edge telemetry.
 
-Every ``tick_s`` it reads the plans from the KV (so a restarted controller, or one on
-another machine, resumes where the last one was), judges each active plan's current step
-on the region's telemetry since the step began (:func:`~central.rollout.guardrails.judge`),
-and acts: advance to the next step, complete (the bundle becomes stable), roll back (the
-previous stable comes back and the canary is withdrawn), or hold. A paused plan is still
-judged, so a canary that hurts is rolled back even while paused; it just does not advance.
+Each :meth:`RolloutController.tick` (every ``tick_s`` under
+:class:`~central.rollout.service.RolloutService`) reads the plans from the KV (so a
+restarted controller, or one on another machine, resumes where the last one was), judges
+each active plan's current step on the region's telemetry since the step began
+(:func:`~central.rollout.guardrails.judge`), and acts: advance to the next step, complete
+(the bundle becomes stable), roll back (the previous stable comes back and the canary is
+withdrawn), or hold. A paused plan is still judged, so a canary that hurts is rolled back
+even while paused; it just does not advance.
 
 Each action is written to the plan by compare-and-set, then to the region's rollout record
 that edges watch, then to the audit stream. Holds are audited only when their reason
@@ -14,8 +16,6 @@ changes, so waiting for traffic does not flood the log.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +30,6 @@ from central.rollout.store import (
     apply_edge_record,
     audit,
     change_plan,
-    ensure_audit_stream,
     read_plans,
 )
 
@@ -38,33 +37,18 @@ log = logging.getLogger("proxima.rollout")
 
 
 class RolloutController:
+    """The decisions, on one JetStream context; what runs it is the service."""
+
     def __init__(
         self,
         js: JetStreamContext,
         telemetry: TelemetryStore,
         *,
-        tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.js = js
         self.telemetry = telemetry
-        self.tick_s = tick_s
         self.clock = clock
-        self.ticks = 0
-        self.last_error: str | None = None
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await ensure_audit_stream(self.js)
-        while not stop.is_set():
-            try:
-                await self.tick()
-                self.last_error = None
-            except Exception as exc:  # the bus may be briefly away: try again next tick
-                self.last_error = repr(exc)
-                log.warning("rollout tick failed: %r", exc)
-            self.ticks += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.tick_s)
 
     async def tick(self) -> None:
         for region, (plan, _revision) in sorted((await read_plans(self.js)).items()):

@@ -2,22 +2,26 @@
 
 Each operation changes the region's plan by compare-and-set, writes the region's rollout
 record when what edges serve changes, and audits the decision. The controller does the
-walking; these only start, stop and steer it.
+walking; these only start, stop and steer it. :func:`bundle_release` is what becomes of
+each bundle the trainer publishes (the commands that run a trainer hand it over as the
+trainer's ``on_published``): promoted at once, or rolled out by a :class:`RolloutPolicy`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, ObjectNotFoundError
 
 from central.rollout.plan import Decision, Guardrails, RolloutPlan, RolloutPlanError
 from central.rollout.store import apply_edge_record, audit, change_plan, read_edge_record
-from central.trainer.publish import promote_regions
 from protocol.subjects import MODELS_BUCKET, bundle_object_name, check_token
+from runtime.registry import ModelRegistry
+
+log = logging.getLogger("proxima.rollout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +86,7 @@ async def start_rollout(js: JetStreamContext, request: RolloutRequest) -> list[R
 
 @dataclass(frozen=True, slots=True)
 class RolloutPolicy:
-    """How the trainer rolls out each bundle it publishes, instead of promoting it."""
+    """How each bundle the trainer publishes is rolled out, instead of promoted."""
 
     steps: tuple[int, ...]
     interval_s: float
@@ -100,7 +104,7 @@ async def roll_out_new_bundle(
     for region in regions:
         record, _ = await read_edge_record(js, region)
         if record is None or record.stable is None:
-            await promote_regions(js, version, (region,))
+            await ModelRegistry(js).promote_regions(version, (region,))
             outcome[region] = "promoted (no stable bundle to compare with)"
             continue
         request = RolloutRequest(
@@ -113,6 +117,30 @@ async def roll_out_new_bundle(
             continue
         outcome[region] = "rollout started"
     return outcome
+
+
+BundleRelease = Callable[[ModelRegistry, int], Awaitable[tuple[str, ...]]]
+
+
+def bundle_release(regions: Iterable[str], policy: RolloutPolicy | None) -> BundleRelease:
+    """What to do with each newly published bundle: make it stable in ``regions`` (no
+    policy), or start ``policy``'s rollout there (:func:`roll_out_new_bundle`). The function
+    returned gets the publisher's registry and the version, and returns the regions where
+    the bundle became stable at once."""
+    targets = tuple(check_token(region, "region") for region in regions)
+
+    async def release(registry: ModelRegistry, version: int) -> tuple[str, ...]:
+        if not targets:
+            return ()
+        if policy is None:
+            await registry.promote_regions(version, targets)
+            return targets
+        rolled = await roll_out_new_bundle(registry.js, version, targets, policy)
+        for region, what in rolled.items():
+            log.info("bundle %d in %s: %s", version, region, what)
+        return tuple(region for region, what in rolled.items() if what.startswith("promoted"))
+
+    return release
 
 
 async def pause(js: JetStreamContext, region: str) -> RolloutPlan:
@@ -198,9 +226,6 @@ async def _steer(
 
 
 async def _check_bundle_exists(js: JetStreamContext, version: int) -> None:
-    name = bundle_object_name(version)
-    try:
-        store = await js.object_store(MODELS_BUCKET)
-        await store.get_info(name)
-    except (BucketNotFoundError, ObjectNotFoundError) as exc:
-        raise RolloutPlanError(f"{MODELS_BUCKET} holds no {name}; publish it first") from exc
+    if await ModelRegistry(js).bundle_digest(version) is None:
+        name = bundle_object_name(version)
+        raise RolloutPlanError(f"{MODELS_BUCKET} holds no {name}; publish it first")

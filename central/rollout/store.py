@@ -22,15 +22,16 @@ from nats.js.errors import (
     BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoKeysError,
     NoStreamResponseError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
 
 from central.rollout.plan import Decision, RolloutPlan, RolloutPlanError
-from central.trainer.publish import PublishError, rollout_kv
-from protocol.rollout import RolloutError, RolloutState
+from protocol.rollout import RolloutState
 from protocol.subjects import check_token
+from runtime.registry import ModelRegistry, decode_rollout
 
 PLANS_BUCKET: Final = "proxima-rollout-plans"
 AUDIT_STREAM: Final = "ROLLOUT_AUDIT"
@@ -87,7 +88,7 @@ async def read_plans(js: JetStreamContext) -> dict[str, tuple[RolloutPlan, int]]
     kv = await plans_kv(js)
     try:
         regions = await kv.keys()
-    except NotFoundError:  # nats-py: "no keys found" in an empty bucket
+    except (NoKeysError, NotFoundError):  # an empty bucket (nats-py >= 2.7 / older)
         return {}
     plans = {}
     for region in regions:
@@ -155,20 +156,18 @@ async def audit_entries(
 
 
 async def read_edge_record(js: JetStreamContext, region: str) -> tuple[RolloutState | None, int]:
-    kv = await rollout_kv(js)
+    """The region's record in the rollout bucket and its revision (0: it has none)."""
+    kv = await ModelRegistry(js).rollout_kv()
     try:
         entry = await kv.get(region)
     except KeyNotFoundError:
         return None, 0
-    try:
-        return RolloutState.decode(entry.value or b""), entry.revision or 0
-    except RolloutError as exc:
-        raise PublishError(f"the rollout record of region {region} is unreadable: {exc}") from exc
+    return decode_rollout(region, entry.value), entry.revision or 0
 
 
 async def apply_edge_record(js: JetStreamContext, plan: RolloutPlan) -> RolloutState:
     """Writes what the region's edges should serve for ``plan`` (compare-and-set)."""
-    kv = await rollout_kv(js)
+    kv = await ModelRegistry(js).rollout_kv()
     for _ in range(_CAS_ATTEMPTS):
         previous, revision = await read_edge_record(js, plan.region)
         record = plan.edge_record(previous)

@@ -8,6 +8,9 @@ stable bundle compared with is the newest stable version among the configured re
 verify with the public half of the signing key; one that cannot be fetched, verified or
 served is reported and the candidate is gated as if there were no stable bundle, since
 edges could not load that bundle either.
+
+What becomes of a published bundle (promoted, rolled out, left alone) is not decided here:
+``on_published`` is told, and answers where the bundle became stable.
 """
 
 from __future__ import annotations
@@ -15,30 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nats.js.client import JetStreamContext
-
 from central.errors import CentralError
 from central.eventlog import EventLog
-from central.rollout.operations import RolloutPolicy, roll_out_new_bundle
 from central.trainer.eventstore import trainer_log
 from central.trainer.gate import GateResult, compare_with_stable
 from central.trainer.pipeline import TrainerConfig, train_bundle
-from central.trainer.publish import (
-    Buckets,
-    bundle_versions,
-    current_rollout,
-    fetch_bundle,
-    promote_regions,
-    publish_bundle,
-    rollout_states,
-)
 from protocol.bundle import read_bundle
 from protocol.errors import ProtocolError
 from protocol.keys import load_private_key
 from protocol.serving import ServingModel
+from runtime.registry import ModelRegistry, RegistryError
+
+# Told of each published bundle (the registry it went to, its version); returns the
+# regions where it became the stable bundle.
+OnPublished = Callable[[ModelRegistry, int], Awaitable[tuple[str, ...]]]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +44,10 @@ log = logging.getLogger(__name__)
 class RetrainSettings:
     trainer: TrainerConfig
     private_key_pem: bytes
-    regions: tuple[str, ...]
+    regions: tuple[str, ...]  # whose stable bundle a candidate is gated against; (): all
     max_hr_loss: float
     keep_bundles: int
-    buckets: Buckets
-    rollout: RolloutPolicy | None = None  # None: promote each passing bundle at once
+    on_published: OnPublished | None = None  # None: publish only
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +81,14 @@ class RetrainReport:
 
 
 async def retrain(
-    js: JetStreamContext,
+    registry: ModelRegistry,
     events: EventLog,
     settings: RetrainSettings,
     *,
     last_version: int | None,
 ) -> RetrainReport:
-    version = await next_version(js, last_version, settings.buckets)
-    stable, stable_note = await load_stable(js, settings)
+    version = await next_version(registry, last_version)
+    stable, stable_note = await load_stable(registry, settings)
     started = time.perf_counter()
     event_log = await asyncio.to_thread(trainer_log, events)
     result = await asyncio.to_thread(
@@ -116,17 +112,9 @@ async def retrain(
     gated = time.perf_counter()
     promoted: tuple[str, ...] = ()
     if gate.passed:
-        await publish_bundle(
-            js, result.bundle, version, buckets=settings.buckets, keep=settings.keep_bundles
-        )
-        if settings.regions and settings.rollout is not None:
-            rolled = await roll_out_new_bundle(js, version, settings.regions, settings.rollout)
-            for region, what in rolled.items():
-                log.info("bundle %d in %s: %s", version, region, what)
-            promoted = tuple(r for r, what in rolled.items() if what.startswith("promoted"))
-        elif settings.regions:
-            await promote_regions(js, version, settings.regions, buckets=settings.buckets)
-            promoted = settings.regions
+        await registry.publish_bundle(result.bundle, version, keep=settings.keep_bundles)
+        if settings.on_published is not None:
+            promoted = await settings.on_published(registry, version)
     return RetrainReport(
         version=version,
         events=event_log.n_events,
@@ -141,30 +129,30 @@ async def retrain(
     )
 
 
-async def next_version(js: JetStreamContext, last_version: int | None, buckets: Buckets) -> int:
-    known = [last_version or 0, *await bundle_versions(js, buckets=buckets)]
-    for state in (await rollout_states(js, buckets=buckets)).values():
+async def next_version(registry: ModelRegistry, last_version: int | None) -> int:
+    known = [last_version or 0, *await registry.bundle_versions()]
+    for state in (await registry.rollout_states()).values():
         known.extend(state.versions())
     return max(int(time.time()), max(known) + 1)
 
 
 async def load_stable(
-    js: JetStreamContext, settings: RetrainSettings
+    registry: ModelRegistry, settings: RetrainSettings
 ) -> tuple[ServingModel | None, str | None]:
     """The stable bundle to compare with, ready to serve; or None and why not."""
     if settings.regions:
-        named = [await current_rollout(js, r, buckets=settings.buckets) for r in settings.regions]
+        named = [await registry.current_rollout(r) for r in settings.regions]
     else:
-        named = list((await rollout_states(js, buckets=settings.buckets)).values())
+        named = list((await registry.rollout_states()).values())
     stables = [state.stable for state in named if state is not None and state.stable is not None]
     if not stables:
         return None, None
     version = max(stables)
     try:
-        data = await fetch_bundle(js, version, buckets=settings.buckets)
+        data = await registry.fetch_bundle(version)
         public_key = load_private_key(settings.private_key_pem).public_key()
         return ServingModel.from_bundle(read_bundle(data, public_key)), None
-    except (CentralError, ProtocolError) as exc:
+    except (CentralError, ProtocolError, RegistryError) as exc:
         note = f"stable bundle {version} cannot be compared with: {exc}"
         log.warning("%s; gating as if there were no stable bundle", note)
         return None, note

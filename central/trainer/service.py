@@ -13,12 +13,19 @@ arrived since the last attempt, or ``retrain_interval_s`` passed with anything n
 Training and the gate run in worker threads while consumption goes on
 (:mod:`central.trainer.retrain`). A failed attempt counts as an attempt, so it is retried
 on the same schedule rather than at once.
+
+Bundles go to the registry over the trainer's one NATS connection, kept by a
+:class:`~runtime.supervisor.BusSupervisor` (named ``proxima-trainer`` by the CLI); what
+becomes of a published bundle is the ``on_published`` callback's business (the commands
+wire promotion or a canary rollout there). :class:`TrainerService` is a
+:class:`runtime.service.Service`: ``start()`` returns once NATS answered and the consumer
+runs; ``close(timeout_s)`` stops consuming, lets a training under way finish within the
+timeout, and flushes the store and the offsets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -27,32 +34,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import nats
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from nats.aio.client import Client as NatsClient
-from nats.js.client import JetStreamContext
 
+from central.errors import CentralError
 from central.kafka_settings import KafkaSettings
-from central.rollout.operations import RolloutPolicy
 from central.trainer.eventstore import EventStore, StoreLimits
 from central.trainer.gate import MAX_HR_LOSS
 from central.trainer.pipeline import TrainerConfig
-from central.trainer.publish import DEFAULT_BUCKETS, KEEP_BUNDLES, Buckets
-from central.trainer.retrain import RetrainReport, RetrainSettings, retrain
+from central.trainer.retrain import OnPublished, RetrainReport, RetrainSettings, retrain
 from protocol.codec import decode_msgpack_event
 from protocol.errors import EventError
 from protocol.events import Event
 from runtime.files import atomic_write_bytes
 from runtime.nats import NatsSettings
+from runtime.registry import DEFAULT_BUCKETS, KEEP_BUNDLES, Buckets, ModelRegistry
+from runtime.service import Lifecycle
+from runtime.supervisor import BusSupervisor
 
 GROUP_ID: Final = "proxima-trainer"
 STATE_FILE: Final = "trainer-state.json"
 EVENTS_DIR: Final = "events"
-# Bounded, so that a wrong URL fails at start (connecting retries as reconnecting does);
-# a connection closed by a longer outage is made anew at the next retrain.
-NATS_RECONNECT_ATTEMPTS: Final = 10
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,8 @@ class TrainerServiceConfig:
     kafka: KafkaSettings  # bootstrap servers and the events topic
     state_dir: Path
     private_key_pem: bytes
-    regions: tuple[str, ...] = ()  # promoted to each new bundle; none: publish only
-    rollout: RolloutPolicy | None = None  # roll new bundles out in steps instead
+    regions: tuple[str, ...] = ()  # whose stable bundle candidates are gated against; (): all
+    on_published: OnPublished | None = None  # told of each published bundle; None: publish only
     retrain_events: int = 50_000
     retrain_interval_s: float = 6 * 3600.0
     min_events: int = 10_000
@@ -79,6 +82,7 @@ class TrainerServiceConfig:
     max_poll_records: int = 5_000
     poll_timeout_s: float = 0.5
     flush_interval_s: float = 1.0
+    nats_timeout_s: float = 30.0  # for NATS to answer at start, and before publishing
 
 
 @dataclass(slots=True)
@@ -127,27 +131,32 @@ class TrainerService:
             trainer=config.trainer,
             private_key_pem=config.private_key_pem,
             regions=config.regions,
-            rollout=config.rollout,
             max_hr_loss=config.max_hr_loss,
             keep_bundles=config.keep_bundles,
-            buckets=config.buckets,
+            on_published=config.on_published,
         )
         self._state_path = config.state_dir / STATE_FILE
         self._state = _TrainingState()
+        self._lifecycle = Lifecycle("trainer")
+        self.bus = BusSupervisor(config.nats)
+        self._store: EventStore | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._consuming: asyncio.Task[None] | None = None
         self._retraining: asyncio.Task[None] | None = None
-        self._nats: NatsClient | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consumes and retrains until ``stop`` is set, then finishes a training under way."""
+    async def start(self) -> None:
+        """Opens the store, connects to NATS (failing now rather than at publishing when it
+        does not answer within ``nats_timeout_s``) and starts consuming."""
+        self._lifecycle.begin_start()
         config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        self._state = _TrainingState.load(self._state_path)
-        async with contextlib.AsyncExitStack() as resources:
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+            self._state = _TrainingState.load(self._state_path)
             store = EventStore.open(config.state_dir / EVENTS_DIR, config.store_limits)
-            resources.callback(store.close)
+            self._store = store
             self.status.store_sequence = store.sequence
-            await self._jetstream()  # fail now when NATS cannot be reached, not at publishing
-            resources.push_async_callback(self._close_nats)
+            await self.bus.start()
+            await self._registry()
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=list(config.kafka.bootstrap_servers),
                 client_id=config.kafka.client_id,
@@ -158,23 +167,80 @@ class TrainerService:
                 heartbeat_interval_ms=config.kafka_heartbeat_interval_ms,
             )
             consumer.subscribe([config.kafka.topic], listener=_ResumeFromStore(consumer, store))
-            resources.push_async_callback(consumer.stop)
+            self._consumer = consumer
             await consumer.start()
-            try:
-                await self._consume(consumer, store, stop)
-            finally:
-                if self._retraining is not None:
-                    log.info("waiting for the training under way to finish")
-                    await asyncio.gather(self._retraining, return_exceptions=True)
+        except BaseException:
+            await self._release(2.0)
+            if self._lifecycle.begin_close():  # nothing runs: closed at once
+                self._lifecycle.finish_close()
+            raise
+        self._consuming = asyncio.create_task(self._consume(consumer, store), name="trainer")
+
+    async def wait_stopped(self) -> None:
+        """Returns once consuming has ended (after :meth:`close`); raises if it failed."""
+        consuming = self._consuming
+        if consuming is None:
+            raise CentralError("start() the trainer first")
+        await asyncio.wait({consuming})
+        if not consuming.cancelled() and consuming.exception() is not None:
+            raise CentralError(f"the trainer stopped: {consuming.exception()!r}")
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stops consuming, lets a training under way finish within ``timeout_s``, then
+        flushes the store, commits the offsets and disconnects."""
+        if not self._lifecycle.begin_close():
+            await self._lifecycle.closed.wait()
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for what in ("consuming", "training"):  # the consumer may start one as it stops
+            task = self._consuming if what == "consuming" else self._retraining
+            if task is None or task.done():
+                continue
+            if what == "training":
+                log.info("waiting for the training under way to finish")
+            _, unfinished = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            if unfinished:
+                log.warning("%s did not end within %.1f s; cancelled", what, timeout_s)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self._release(max(0.5, deadline - loop.time()))
+        self._lifecycle.finish_close()
+
+    async def _release(self, timeout_s: float) -> None:
+        store, self._store = self._store, None
+        consumer, self._consumer = self._consumer, None
+        try:
+            if store is not None and consumer is not None:
                 store.flush()
                 await _commit(consumer, store)
+            if consumer is not None:
+                try:
+                    await asyncio.wait_for(consumer.stop(), timeout_s)
+                except (KafkaError, TimeoutError) as exc:
+                    log.warning("the Kafka consumer did not stop cleanly: %r", exc)
+        finally:
+            if store is not None:
+                store.close()
+            await self.bus.close(timeout_s)
 
-    async def _consume(
-        self, consumer: AIOKafkaConsumer, store: EventStore, stop: asyncio.Event
-    ) -> None:
-        config = self.config
+    async def _registry(self) -> ModelRegistry:
+        """The registry on the live NATS connection, waiting ``nats_timeout_s`` for one."""
+        try:
+            connection = await self.bus.wait_connected(self.config.nats_timeout_s)
+        except TimeoutError:
+            servers = ",".join(self.config.nats.servers)
+            raise CentralError(
+                f"NATS at {servers} did not answer within {self.config.nats_timeout_s:g} s: "
+                f"{self.bus.status.last_error or 'no connection'}",
+                code="nats_unreachable",
+            ) from None
+        return ModelRegistry(connection.jetstream(), self.config.buckets)
+
+    async def _consume(self, consumer: AIOKafkaConsumer, store: EventStore) -> None:
+        config, closing = self.config, self._lifecycle.closing
         flushed_at = time.monotonic()
-        while not stop.is_set():
+        while not closing.is_set():
             batch = await consumer.getmany(
                 timeout_ms=int(config.poll_timeout_s * 1000), max_records=config.max_poll_records
             )
@@ -223,7 +289,7 @@ class TrainerService:
         sequence = store.sequence
         try:
             report = await retrain(
-                await self._jetstream(),
+                await self._registry(),
                 store.columns(),
                 self._settings,
                 last_version=self._state.last_version,
@@ -246,18 +312,6 @@ class TrainerService:
             self.status.attempts += 1
             self.status.training = False
             self._retraining = None
-
-    async def _jetstream(self) -> JetStreamContext:
-        """The NATS connection, made anew when a long outage has closed the last one."""
-        if self._nats is None or self._nats.is_closed:
-            options = self.config.nats.connect_options()
-            options["max_reconnect_attempts"] = NATS_RECONNECT_ATTEMPTS
-            self._nats = await nats.connect(**options, error_cb=_log_nats_error)
-        return self._nats.jetstream()
-
-    async def _close_nats(self) -> None:
-        if self._nats is not None:
-            await self._nats.close()
 
 
 class _ResumeFromStore(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
@@ -312,10 +366,6 @@ def _caught_up(consumer: AIOKafkaConsumer, store: EventStore) -> bool:
         if highwater is None or held.get(_offset_key(partition), 0) < highwater:
             return False
     return bool(assigned)
-
-
-async def _log_nats_error(error: Exception) -> None:
-    log.warning("NATS: %s", error or type(error).__name__)
 
 
 def _offset_key(partition: TopicPartition) -> str:

@@ -29,18 +29,12 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from devtools.demo.errors import DemoError
-from central.trainer.publish import (
-    PublishError,
-    current_rollout,
-    fetch_bundle,
-    models_store,
-    rollout_kv,
-)
 from protocol.bundle import Bundle, read_bundle
 from protocol.codec import decode_msgpack_event
 from protocol.errors import ProtocolError
 from protocol.keys import load_public_key
 from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, KAFKA_EVENTS_TOPIC
+from runtime.registry import ModelRegistry, RegistryError
 
 _REQUEST_TIMEOUT_S = 5.0
 _KAFKA_POLL_MS = 100
@@ -143,9 +137,9 @@ class BusWatch:
                 connect_timeout=_REQUEST_TIMEOUT_S,
                 max_reconnect_attempts=3,
             )
-            js = self._nats.jetstream(timeout=_REQUEST_TIMEOUT_S)
-            await models_store(js)
-            await rollout_kv(js)
+            registry = ModelRegistry(self._nats.jetstream(timeout=_REQUEST_TIMEOUT_S))
+            await registry.models_store()
+            await registry.rollout_kv()
         except (NatsError, OSError) as exc:
             raise DemoError(f"NATS at {self.nats_url}: {exc!r}") from exc
         consumer = AIOKafkaConsumer(
@@ -235,21 +229,21 @@ class BusWatch:
         self._region_of[event.event_id] = event.region or "?"
 
     async def _stable_versions(self, regions: tuple[str, ...]) -> dict[str, int | None]:
-        js = self._jetstream()
+        registry = ModelRegistry(self._jetstream())
         stables: dict[str, int | None] = {}
         for region in regions:
             try:
-                state = await current_rollout(js, region)
-            except (NatsError, PublishError) as exc:
+                state = await registry.current_rollout(region)
+            except (NatsError, RegistryError) as exc:
                 raise DemoError(f"rollout record of {region}: {exc}") from exc
             stables[region] = state.stable if state is not None else None
         return stables
 
     async def _published_bundle(self, version: int, public_key: Path) -> Bundle:
         try:
-            data = await fetch_bundle(self._jetstream(), version)
+            data = await ModelRegistry(self._jetstream()).fetch_bundle(version)
             return read_bundle(data, load_public_key(public_key.read_bytes()))
-        except (NatsError, PublishError, ProtocolError) as exc:
+        except (NatsError, RegistryError, ProtocolError) as exc:
             raise DemoError(f"published bundle {version}: {exc}") from exc
 
     def _jetstream(self) -> JetStreamContext:

@@ -33,7 +33,6 @@ from central.bridge import Bridge, IdempotenceUnsupportedError
 from central.bridge_jetstream import ensure_stream
 from central.cli.bridge import bridge as bridge_command
 from central.kafka_settings import KafkaSettings, KafkaSettingsError, ensure_topics
-from runtime.nats import NatsSettings
 from protocol.codec import encode_msgpack
 from protocol.events import MAX_EVENT_BYTES, Event
 from protocol.subjects import (
@@ -43,7 +42,9 @@ from protocol.subjects import (
     MSG_ID_HEADER,
     events_subject,
 )
+from runtime.nats import NatsSettings
 from tests.servers import KafkaBroker, NatsServerFactory
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -81,15 +82,6 @@ def unique_topic() -> str:
 
 def kafka_settings(bootstrap: str, topic: str, **extra: Any) -> KafkaSettings:
     return KafkaSettings.from_bootstrap(bootstrap, topic=topic, dlq_topic=f"{topic}.dlq", **extra)
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + EVENTUALLY_S
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def publish(nats_url: str, events: Sequence[Published]) -> None:
@@ -194,7 +186,11 @@ async def test_every_event_reaches_kafka_once_keyed_by_session_in_stream_order(
         NatsSettings.from_url(server.url), settings, batch=200, partitions=3, idempotent=False
     ) as bridge:
         await publish(server.url, events)
-        await eventually(lambda: bridge.status.acked == len(events), "every event acknowledged")
+        await eventually(
+            lambda: bridge.status.acked == len(events),
+            "every event acknowledged",
+            timeout_s=EVENTUALLY_S,
+        )
         await eventually_lag_zero(bridge)
         status = bridge.status
     assert (status.forwarded, status.dead_lettered, status.errors) == (len(events), 0, 0)
@@ -268,7 +264,11 @@ async def test_invalid_messages_go_to_the_dead_letter_topic_and_do_not_block_the
         finally:
             await connection.close()
         await publish(server.url, good)
-        await eventually(lambda: bridge.status.acked == len(good) + len(bad), "all settled")
+        await eventually(
+            lambda: bridge.status.acked == len(good) + len(bad),
+            "all settled",
+            timeout_s=EVENTUALLY_S,
+        )
         await eventually_lag_zero(bridge)
         status = bridge.status
     assert (status.forwarded, status.dead_lettered) == (len(good), len(bad))
@@ -345,7 +345,9 @@ async def test_nats_server_killed_and_restarted_mid_stream_loses_nothing(
         NatsSettings.from_url(server.url), kafka_settings(kafka_bootstrap, topic),
         batch=50, partitions=3, idempotent=False, ack_wait_s=2.0,
     ) as bridge:  # fmt: skip
-        await eventually(lambda: bridge.status.forwarded > 0, "a first event forwarded")
+        await eventually(
+            lambda: bridge.status.forwarded > 0, "a first event forwarded", timeout_s=EVENTUALLY_S
+        )
         await asyncio.to_thread(server.kill)
         await asyncio.to_thread(server.start)  # same port, same store: the stream is back
         await publish(server.url, after)
@@ -369,16 +371,26 @@ async def test_nothing_is_acknowledged_while_kafka_is_down(
             batch=50, partitions=2, idempotent=False, ack_wait_s=3.0, max_backoff_s=0.5,
         ) as bridge:  # fmt: skip
             await publish(server.url, first)
-            await eventually(lambda: bridge.status.acked == len(first), "first events forwarded")
+            await eventually(
+                lambda: bridge.status.acked == len(first),
+                "first events forwarded",
+                timeout_s=EVENTUALLY_S,
+            )
             await asyncio.to_thread(broker.kill)
             await publish(server.url, during_outage)
-            await eventually(lambda: bridge.status.errors > 0, "the bridge noticed the outage")
+            await eventually(
+                lambda: bridge.status.errors > 0,
+                "the bridge noticed the outage",
+                timeout_s=EVENTUALLY_S,
+            )
             assert bridge.status.acked == len(first)
             assert await bridge.refresh_lag() == len(during_outage)
 
             await asyncio.to_thread(broker.start)  # Tansu keeps nothing: the topic comes back empty
             await eventually(
-                lambda: bridge.status.acked == len(first) + len(during_outage), "all forwarded"
+                lambda: bridge.status.acked == len(first) + len(during_outage),
+                "all forwarded",
+                timeout_s=EVENTUALLY_S,
             )
             async with topic_reader(broker.bootstrap, topic) as reader:
                 await reader.read_until(distinct_count(len(during_outage)), "the held events")
@@ -420,7 +432,11 @@ async def test_a_deleted_consumer_is_recreated_and_forwarding_goes_on(
         durable="doomed", batch=20, partitions=2, idempotent=False, max_backoff_s=0.5,
     ) as bridge:  # fmt: skip
         await publish(server.url, first)
-        await eventually(lambda: bridge.status.acked == len(first), "first events forwarded")
+        await eventually(
+            lambda: bridge.status.acked == len(first),
+            "first events forwarded",
+            timeout_s=EVENTUALLY_S,
+        )
         connection = await nats.connect(server.url)
         try:
             assert await connection.jetstream().delete_consumer(EVENTS_STREAM, "doomed")

@@ -1,12 +1,16 @@
-"""``proxima central run`` forwards events to Kafka and stops cleanly on SIGTERM."""
+"""``proxima central run`` forwards events to Kafka on one NATS connection per role, and
+stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +23,20 @@ from devtools.localservers import KafkaBroker, NatsServer
 from protocol.codec import encode_msgpack
 from protocol.events import Event
 from protocol.subjects import KAFKA_EVENTS_TOPIC, MSG_ID_HEADER
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 EVENTS = 60
+ROLES = ("proxima-bridge", "proxima-trainer", "proxima-monitor", "proxima-rollout")
+EVENTUALLY_S = 60.0  # a guard against hanging, never a measure of speed
+
+
+def connections_by_name(bus: NatsServer) -> Counter[str]:
+    """The client connections nats-server holds, counted by connection name (``/connz``)."""
+    url = f"http://127.0.0.1:{bus.monitor_port}/connz?limit=1024"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        connz = json.load(response)
+    return Counter(str(c.get("name", "")) for c in connz.get("connections") or [])
 
 
 @pytest.fixture
@@ -74,6 +89,14 @@ async def test_bridge_and_trainer_run_together_until_sigterm(
         finally:
             await consumer.stop()
         assert seen == {f"run-{n:06d}" for n in range(EVENTS)}
+
+        def every_role_connected() -> bool:
+            assert process.poll() is None, "proxima central run exited early"
+            return set(ROLES) <= set(connections_by_name(bus))
+
+        await eventually(every_role_connected, "every role's connection", timeout_s=EVENTUALLY_S)
+        ours = {n: c for n, c in connections_by_name(bus).items() if n.startswith("proxima")}
+        assert ours == dict.fromkeys(ROLES, 1), "one NATS connection per role, named after it"
     finally:
         process.send_signal(signal.SIGTERM)
         # A trainer still joining its consumer group finishes the join before it stops.

@@ -22,25 +22,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from nats.js.client import JetStreamContext
 
 from central.kafka_settings import KafkaSettings
-from devtools.loggen import GeneratorConfig, generate
+from central.rollout.operations import bundle_release
 from central.trainer.eventstore import EventStore
 from central.trainer.pipeline import TrainerConfig, train_bundle
-from central.trainer.publish import (
-    Buckets,
-    PublishError,
-    bundle_versions,
-    current_rollout,
-    fetch_bundle,
-    promote_regions,
-    publish_bundle,
-)
 from central.trainer.service import EVENTS_DIR, TrainerService, TrainerServiceConfig, TrainerStatus
+from devtools.loggen import GeneratorConfig, generate
 from protocol.bundle import read_bundle
-from runtime.nats import NatsSettings
 from protocol.codec import encode_msgpack
 from protocol.events import Event
 from protocol.keys import generate_keypair, load_public_key
 from protocol.rollout import RolloutState
+from runtime.nats import NatsSettings
+from runtime.registry import Buckets, ModelRegistry, RegistryError
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +134,7 @@ def service_config(bus: Bus, state_dir: Path, **overrides: object) -> TrainerSer
         "state_dir": state_dir,
         "private_key_pem": PRIVATE_PEM,
         "regions": REGIONS,
+        "on_published": bundle_release(REGIONS, None),
         "retrain_events": 500,
         "retrain_interval_s": 3_600.0,
         "min_events": 500,
@@ -175,20 +169,20 @@ async def produce_events(bus: Bus, events: list[Event]) -> None:
 async def run_until(
     service: TrainerService, done: Callable[[TrainerStatus], bool], what: str
 ) -> None:
-    stop = asyncio.Event()
-    running = asyncio.create_task(service.run(stop))
+    await service.start()
+    stopped = asyncio.create_task(service.wait_stopped())
     try:
         deadline = asyncio.get_running_loop().time() + EVENTUALLY_S
         while not done(service.status):
-            if running.done():
-                running.result()
+            if stopped.done():
+                stopped.result()
                 pytest.fail(f"the service stopped before {what}")
             if asyncio.get_running_loop().time() > deadline:
                 pytest.fail(f"gave up waiting until {what}: {service.status}")
             await asyncio.sleep(0.05)
     finally:
-        stop.set()
-        await running
+        await service.close(EVENTUALLY_S)
+        await stopped
 
 
 def stored(state_dir: Path) -> EventStore:
@@ -202,6 +196,7 @@ def item_events(events: list[Event]) -> list[Event]:
 async def test_the_trainer_publishes_resumes_and_retrains(
     bus: Bus, js: JetStreamContext, shop_log: ShopLog, tmp_path: Path
 ) -> None:
+    registry = ModelRegistry(js, bus.buckets)
     first, second, _ = shop_log.parts
     search = Event(
         event_id="search-000001", session_id="s-x", type="search", ts=first[0].ts, query="lamp"
@@ -221,11 +216,11 @@ async def test_the_trainer_publishes_resumes_and_retrains(
     assert report.gate.stable_version is None
     assert report.events == len(item_events(first))
     first_version = report.version
-    bundle = read_bundle(await fetch_bundle(js, first_version, buckets=bus.buckets), PUBLIC_KEY)
+    bundle = read_bundle(await registry.fetch_bundle(first_version), PUBLIC_KEY)
     assert bundle.manifest.version == first_version
     assert bundle.manifest.training["events"] == len(item_events(first))
     for region in REGIONS:
-        state = await current_rollout(js, region, buckets=bus.buckets)
+        state = await registry.current_rollout(region)
         assert state is not None and state.stable == first_version
     with stored(tmp_path) as store:
         assert len(store) == len(item_events(first))
@@ -246,8 +241,8 @@ async def test_the_trainer_publishes_resumes_and_retrains(
     assert report.gate.stable is not None
     with stored(tmp_path) as store:
         assert len(store) == len(item_events(first)) + len(item_events(second))
-    versions = await bundle_versions(js, buckets=bus.buckets)
-    states = [await current_rollout(js, region, buckets=bus.buckets) for region in REGIONS]
+    versions = await registry.bundle_versions()
+    states = [await registry.current_rollout(region) for region in REGIONS]
     if report.gate.passed:
         assert versions == [first_version, report.version]
         assert all(s is not None and s.stable == report.version and s.step == 1 for s in states)
@@ -259,6 +254,7 @@ async def test_the_trainer_publishes_resumes_and_retrains(
 async def test_a_bundle_worse_than_stable_is_not_published(
     bus: Bus, js: JetStreamContext, shop_log: ShopLog, tmp_path: Path
 ) -> None:
+    registry = ModelRegistry(js, bus.buckets)
     # A stable bundle whose tables were built from the very sessions the gate replays:
     # no honestly trained candidate comes near it on them.
     events = shop_log.everything
@@ -275,8 +271,8 @@ async def test_a_bundle_worse_than_stable_is_not_published(
         version=stable_version,
         private_key_pem=PRIVATE_PEM,
     )
-    await publish_bundle(js, stable.bundle, stable_version, buckets=bus.buckets)
-    await promote_regions(js, stable_version, REGIONS, buckets=bus.buckets)
+    await registry.publish_bundle(stable.bundle, stable_version)
+    await registry.promote_regions(stable_version, REGIONS)
 
     service = TrainerService(service_config(bus, state_dir))
     await run_until(service, lambda status: status.attempts >= 1, "a retrain")
@@ -288,35 +284,37 @@ async def test_a_bundle_worse_than_stable_is_not_published(
     assert not report.gate.passed
     assert not report.published
     assert report.gate.candidate.hr_at_20 < report.gate.stable.hr_at_20
-    assert await bundle_versions(js, buckets=bus.buckets) == [stable_version]
+    assert await registry.bundle_versions() == [stable_version]
     for region in REGIONS:
-        state = await current_rollout(js, region, buckets=bus.buckets)
+        state = await registry.current_rollout(region)
         assert state is not None and state.stable == stable_version
 
 
 async def test_publish_keeps_the_newest_bundles_and_those_a_region_serves(
     js: JetStreamContext, buckets: Buckets
 ) -> None:
-    await publish_bundle(js, b"one", 1, buckets=buckets, keep=2)
-    await promote_regions(js, 1, ["eu"], buckets=buckets)
+    registry = ModelRegistry(js, buckets)
+    await registry.publish_bundle(b"one", 1, keep=2)
+    await registry.promote_regions(1, ["eu"])
     for version in (2, 3, 4):
-        await publish_bundle(js, f"bundle {version}".encode(), version, buckets=buckets, keep=2)
-    assert await bundle_versions(js, buckets=buckets) == [1, 3, 4]
-    assert await fetch_bundle(js, 4, buckets=buckets) == b"bundle 4"
-    with pytest.raises(PublishError):
-        await fetch_bundle(js, 2, buckets=buckets)
+        await registry.publish_bundle(f"bundle {version}".encode(), version, keep=2)
+    assert await registry.bundle_versions() == [1, 3, 4]
+    assert await registry.fetch_bundle(4) == b"bundle 4"
+    with pytest.raises(RegistryError):
+        await registry.fetch_bundle(2)
 
 
 async def test_promotion_counts_steps_and_keeps_the_rules_version(
     js: JetStreamContext, buckets: Buckets
 ) -> None:
-    assert await current_rollout(js, "eu", buckets=buckets) is None
-    await promote_regions(js, 5, ["eu"], buckets=buckets)
+    registry = ModelRegistry(js, buckets)
+    assert await registry.current_rollout("eu") is None
+    await registry.promote_regions(5, ["eu"])
     kv = await js.key_value(buckets.rollout)
     await kv.put("eu", RolloutState(stable=5, rules_version="r-2", step=3).encode())
-    promoted = await promote_regions(js, 6, ["eu", "us"], buckets=buckets)
-    eu = await current_rollout(js, "eu", buckets=buckets)
-    us = await current_rollout(js, "us", buckets=buckets)
+    promoted = await registry.promote_regions(6, ["eu", "us"])
+    eu = await registry.current_rollout("eu")
+    us = await registry.current_rollout("us")
     assert eu == promoted["eu"]
     assert eu is not None and (eu.stable, eu.rules_version, eu.step) == (6, "r-2", 4)
     assert us is not None and (us.stable, us.rules_version, us.step) == (6, None, 0)

@@ -21,9 +21,9 @@ from nats.js.api import RawStreamMsg, StreamInfo
 from nats.js.errors import NotFoundError
 from nats.js.object_store import OBJ_DEFAULT_CHUNK_SIZE
 
-from central.trainer.publish import fetch_bundle, promote_regions, publish_bundle, rollout_states
 from protocol.codec import decode_msgpack_event
 from protocol.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from runtime.registry import ModelRegistry
 from tests.deploy.conftest import EVENTS_MAX_AGE_S, EVENTS_REPLICAS, POD_NAME, EdgeFromEnv
 from tests.deploy.nats_topology import EVENTUALLY_S, RegionBus, central_domain
 from tests.servers import LOCALHOST
@@ -160,10 +160,11 @@ async def test_bundles_and_rollouts_published_centrally_reach_the_edge_through_t
 ) -> None:
     # Not a real bundle: the edge must fetch it through the leaf and then refuse it.
     data = os.urandom(BUNDLE_BYTES)
-    await publish_bundle(central.jetstream(), data, 3)
-    await promote_regions(central.jetstream(), 3, ["eu"])
-    assert await fetch_bundle(at_leaf.jetstream(), 3) == data
-    assert (await rollout_states(at_leaf.jetstream()))["eu"].stable == 3
+    await ModelRegistry(central.jetstream()).publish_bundle(data, 3)
+    await ModelRegistry(central.jetstream()).promote_regions(3, ["eu"])
+    leaf_registry = ModelRegistry(at_leaf.jetstream())
+    assert await leaf_registry.fetch_bundle(3) == data
+    assert (await leaf_registry.rollout_states())["eu"].stable == 3
 
     edge = edge_from_env(pod_env, nats_url=region_bus.leaf_url)
     deadline = time.monotonic() + EVENTUALLY_S

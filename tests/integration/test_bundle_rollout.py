@@ -1,7 +1,7 @@
 """Bundles published centrally reach the edges of both regions; bad ones are never served.
 
-The central side is :mod:`central.trainer.publish` (``publish_bundle`` into the object
-store, ``promote_regions`` in the rollout KV), as the trainer runs it; the edges are real
+The central side is :class:`runtime.registry.ModelRegistry` (``publish_bundle`` into the
+object store, ``promote_regions`` in the rollout KV), as the trainer runs it; the edges are real
 uvicorn servers following the bus. While bad bundles are rolled out, a watcher keeps
 asking both edges for recommendations and readiness and records every answer.
 """
@@ -21,9 +21,9 @@ import pytest
 from nats.js import JetStreamContext
 
 from central.keys import write_keypair
-from central.trainer.publish import promote_regions, publish_bundle
 from edge_node.bundle_cache import BundleCache
 from protocol.keys import load_private_key
+from runtime.registry import ModelRegistry
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.edge_node.test_model_sync import corrupt_a_part, resign_bundle
 from tests.integration.conftest import EVENTUALLY_S, EdgeStarter, model_info
@@ -122,11 +122,12 @@ class Watcher:
 async def test_published_bundles_reach_both_regions_and_bad_ones_are_never_served(
     edges: list[EdgeServer], js: JetStreamContext, bundles: Bundles
 ) -> None:
+    registry = ModelRegistry(js)
     async with httpx.AsyncClient(timeout=10.0) as http:
         await until(lambda: served_everywhere(http, edges, TRAINED_VERSION), "both edges start")
 
-        await publish_bundle(js, bundles.signed(8), 8)
-        promoted = await promote_regions(js, 8, REGIONS)
+        await registry.publish_bundle(bundles.signed(8), 8)
+        promoted = await registry.promote_regions(8, REGIONS)
         assert {region: state.stable for region, state in promoted.items()} == {
             "eu": 8, "us": 8,
         }  # fmt: skip
@@ -135,11 +136,11 @@ async def test_published_bundles_reach_both_regions_and_bad_ones_are_never_serve
         watcher = Watcher(http, edges)
         watching = asyncio.create_task(watcher.run())
         try:
-            await publish_bundle(js, bundles.signed_with_another_key(9), 9)
-            await promote_regions(js, 9, REGIONS)
+            await registry.publish_bundle(bundles.signed_with_another_key(9), 9)
+            await registry.promote_regions(9, REGIONS)
             wrong_key = await _refusals(http, edges, 9)
-            await publish_bundle(js, bundles.with_a_corrupted_part(10), 10)
-            await promote_regions(js, 10, REGIONS)
+            await registry.publish_bundle(bundles.with_a_corrupted_part(10), 10)
+            await registry.promote_regions(10, REGIONS)
             corrupted = await _refusals(http, edges, 10)
         finally:
             watcher.stopping.set()
@@ -158,8 +159,8 @@ async def test_published_bundles_reach_both_regions_and_bad_ones_are_never_serve
             assert set(cache.versions()) == {8}  # refused bundles are never cached
 
         # After the refusals the edges still follow the bus.
-        await publish_bundle(js, bundles.signed(11), 11)
-        await promote_regions(js, 11, REGIONS)
+        await registry.publish_bundle(bundles.signed(11), 11)
+        await registry.promote_regions(11, REGIONS)
         await until(lambda: served_everywhere(http, edges, 11), "both regions serve version 11")
         for edge in edges:
             assert (await model_info(http, edge))["last_refusal"]["source"] == "nats:bundle-10"

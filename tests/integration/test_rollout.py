@@ -2,7 +2,7 @@
 
 The edges are real uvicorn servers following a real nats-server and publishing telemetry
 every half second; the latency monitor and the rollout controller run in the test's event
-loop on their own connections, as ``proxima central controller`` runs them. A load task
+loop as services on their own connections, as ``proxima central controller`` runs them. A load task
 keeps asking both regions for recommendations from a pool of sessions and sends back
 impressions and clicks with the answers' request ids, recording which bundle answered
 each session over time.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import uuid
@@ -21,20 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from click.testing import CliRunner
 from nats.js import JetStreamContext
 
 from central.cli import main as cli
 from central.monitor.service import LatencyMonitor, MonitorSettings
-from central.rollout.controller import RolloutController
 from central.rollout.operations import RolloutRequest, start_rollout
 from central.rollout.plan import Guardrails, RolloutPlan
+from central.rollout.service import RolloutService
 from central.rollout.store import audit_entries, read_plan
-from central.trainer.publish import promote_regions, publish_bundle
-from runtime.nats import NatsSettings
 from protocol.keys import load_private_key
+from runtime.nats import NatsSettings
+from runtime.registry import ModelRegistry
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.edge_node.test_model_sync import corrupt_a_part, resign_bundle
 from tests.integration.conftest import EVENTUALLY_S, EdgeStarter, model_info
@@ -67,8 +67,9 @@ async def edges(
     start_edge: EdgeStarter, nats_server: NatsServer, edge_bundle: Path, js: JetStreamContext,
     signer: Signer,
 ) -> dict[str, EdgeServer]:  # fmt: skip
-    await publish_bundle(js, signer.signed(STABLE), STABLE)
-    await promote_regions(js, STABLE, REGIONS)
+    registry = ModelRegistry(js)
+    await registry.publish_bundle(signer.signed(STABLE), STABLE)
+    await registry.promote_regions(STABLE, REGIONS)
     return {
         region: start_edge(
             region, nats_server.url, bundle=edge_bundle, telemetry_interval_s=TELEMETRY_S
@@ -78,18 +79,14 @@ async def edges(
 
 
 @pytest.fixture
-async def controller(nats_server: NatsServer) -> AsyncIterator[RolloutController]:
+async def controller(nats_server: NatsServer) -> AsyncIterator[RolloutService]:
     monitor = LatencyMonitor(MonitorSettings(nats=NatsSettings.from_url(nats_server.url)))
     await monitor.start()
     await monitor.wait_listening(EVENTUALLY_S)
-    client = await nats.connect(nats_server.url)
-    control = RolloutController(client.jetstream(), monitor.store, tick_s=0.2)
-    stop = asyncio.Event()
-    running = asyncio.create_task(control.run(stop))
+    control = RolloutService(NatsSettings.from_url(nats_server.url), monitor.store, tick_s=0.2)
+    await control.start()
     yield control
-    stop.set()
-    await running
-    await client.close()
+    await control.close()
     await monitor.close()
 
 
@@ -178,9 +175,9 @@ async def finished(js: JetStreamContext, region: str) -> bool:
 
 async def test_a_good_bundle_walks_every_step_in_one_region_while_the_other_stays(
     edges: dict[str, EdgeServer], js: JetStreamContext, signer: Signer,
-    controller: RolloutController,
+    controller: RolloutService,
 ) -> None:  # fmt: skip
-    await publish_bundle(js, signer.signed(8), 8)
+    await ModelRegistry(js).publish_bundle(signer.signed(8), 8)
     request = RolloutRequest(
         version=8,
         regions=("eu",),
@@ -244,9 +241,9 @@ async def _serves(http: httpx.AsyncClient, edge: EdgeServer, *, stable: int) -> 
 
 async def test_a_bundle_over_the_p99_ceiling_is_rolled_back_and_never_seen_again(
     edges: dict[str, EdgeServer], js: JetStreamContext, signer: Signer,
-    controller: RolloutController,
+    controller: RolloutService,
 ) -> None:  # fmt: skip
-    await publish_bundle(js, signer.signed(9), 9)
+    await ModelRegistry(js).publish_bundle(signer.signed(9), 9)
     request = RolloutRequest(
         version=9,
         regions=REGIONS,
@@ -258,10 +255,10 @@ async def test_a_bundle_over_the_p99_ceiling_is_rolled_back_and_never_seen_again
     async with load_on(edges) as load:
         await start_rollout(js, request)
         for region in REGIONS:
-            await until(lambda region=region: finished(js, region), f"{region} rolls back")
+            await until(functools.partial(finished, js, region), f"{region} rolls back")
         async with httpx.AsyncClient() as http:
             for edge in edges.values():
-                await until(lambda edge=edge: _serves(http, edge, stable=STABLE), "canary gone")
+                await until(functools.partial(_serves, http, edge, stable=STABLE), "canary gone")
         load.seen.clear()
         await asyncio.sleep(2 * TELEMETRY_S)
     for region in REGIONS:
@@ -278,9 +275,9 @@ async def test_a_bundle_over_the_p99_ceiling_is_rolled_back_and_never_seen_again
 
 async def test_a_bundle_edges_refuse_is_rolled_back_with_the_reason(
     edges: dict[str, EdgeServer], js: JetStreamContext, signer: Signer,
-    controller: RolloutController,
+    controller: RolloutService,
 ) -> None:  # fmt: skip
-    await publish_bundle(js, corrupt_a_part(signer.signed(10)), 10)
+    await ModelRegistry(js).publish_bundle(corrupt_a_part(signer.signed(10)), 10)
     request = RolloutRequest(
         version=10, regions=("us",), steps=(10, 100), interval_s=30.0,
         guardrails=Guardrails(min_requests=20),

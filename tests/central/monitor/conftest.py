@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
 from central.monitor.service import LatencyMonitor, MonitorSettings
-from runtime.nats import NatsSettings
 from protocol.subjects import telemetry_subject
 from protocol.telemetry import TelemetryReport
+from runtime.nats import NatsSettings
 
 EVENTUALLY_S = 60.0  # a guard against hanging, never a measure of speed
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + EVENTUALLY_S
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting until {what}")
-        await asyncio.sleep(0.02)
 
 
 def monitor_settings(url: str, **overrides: object) -> MonitorSettings:

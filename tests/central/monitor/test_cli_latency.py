@@ -16,11 +16,12 @@ from click.testing import CliRunner, Result
 from nats.aio.client import Client as NatsClient
 
 from central.cli import main
-from devtools.localservers import NatsServerFactory
 from central.monitor.service import LatencyMonitor
-from tests.central.monitor.conftest import eventually, publish
+from devtools.localservers import NatsServerFactory
+from tests.central.monitor.conftest import EVENTUALLY_S, publish
 from tests.central.monitor.reports import repeated, report, variant
 from tests.central.monitor.test_service import count, fleet
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +41,9 @@ async def test_json_comes_from_the_running_monitor(
     monitor: LatencyMonitor, bus: NatsClient, nats_url: str
 ) -> None:
     await publish(bus, *fleet(time.time()))
-    await eventually(lambda: count(monitor, "accepted") == 5, "the fleet was taken in")
+    await eventually(
+        lambda: count(monitor, "accepted") == 5, "the fleet was taken in", timeout_s=EVENTUALLY_S
+    )
 
     body = parsed(await proxima("latency", "--json", "--nats", nats_url, "--window", "1m"))
 
@@ -61,7 +64,9 @@ async def test_tables_per_region_and_per_node(
     monitor: LatencyMonitor, bus: NatsClient, nats_url: str
 ) -> None:
     await publish(bus, *fleet(time.time()))
-    await eventually(lambda: count(monitor, "accepted") == 5, "the fleet was taken in")
+    await eventually(
+        lambda: count(monitor, "accepted") == 5, "the fleet was taken in", timeout_s=EVENTUALLY_S
+    )
 
     result = await proxima("latency", "--nats", nats_url, "--nodes")
 

@@ -59,8 +59,8 @@ import pytest
 from click.testing import CliRunner
 
 from central.cli import main
-from devtools.localservers import NatsServerFactory, pick_free_port
 from central.monitor.service import LatencyMonitor
+from devtools.localservers import NatsServerFactory, pick_free_port
 from tests.central.monitor.conftest import EVENTUALLY_S, start_monitor
 from tests.edge_node import conftest as edge_fixtures
 from tests.edge_node.conftest import Keys

@@ -15,15 +15,16 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.localservers import NatsServerFactory
 from central.monitor.errors import MonitorSettingsError
 from central.monitor.http import MetricsServer
 from central.monitor.query import LatencyQuery
 from central.monitor.service import LatencyMonitor
+from devtools.localservers import NatsServerFactory
 from protocol.subjects import MONITOR_REQUEST_SUBJECT, telemetry_subject
 from protocol.telemetry import Refused, TelemetryReport
-from tests.central.monitor.conftest import eventually, publish, start_monitor
+from tests.central.monitor.conftest import EVENTUALLY_S, publish, start_monitor
 from tests.central.monitor.reports import repeated, report, variant
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,11 @@ async def test_reports_of_two_regions_are_merged_and_answered_over_the_bus(
     monitor: LatencyMonitor, bus: NatsClient
 ) -> None:
     await publish(bus, *fleet(time.time()))
-    await eventually(lambda: count(monitor, "accepted") == 5, "all five reports were taken in")
+    await eventually(
+        lambda: count(monitor, "accepted") == 5,
+        "all five reports were taken in",
+        timeout_s=EVENTUALLY_S,
+    )
 
     answer = await ask(bus, LatencyQuery(window_s=60, nodes=True).encode())
 
@@ -107,6 +112,7 @@ async def test_bad_reports_are_counted_and_logged_with_the_reason(
     await eventually(
         lambda: count(monitor, "malformed") == 3 and count(monitor, "duplicate") == 1,
         "the bad reports were counted",
+        timeout_s=EVENTUALLY_S,
     )
     assert count(monitor, "accepted") == 1
     assert [s.node for s in monitor.store.nodes()] == ["n1"]
@@ -160,6 +166,7 @@ async def test_a_monitor_that_falls_behind_drops_reports_and_counts_them(nats_ur
         await eventually(
             lambda: count(monitor, "accepted") + count(monitor, "dropped") == sent,
             "every report was either taken in or counted as dropped",
+            timeout_s=EVENTUALLY_S,
         )
         assert count(monitor, "dropped") > 0
         assert monitor.store.window("eu", base - 1, base + 1).reports == count(monitor, "accepted")
@@ -175,7 +182,9 @@ async def test_the_monitor_listens_again_after_nats_restarts(
     monitor = await start_monitor(server.url)
     try:
         server.stop()
-        await eventually(lambda: not monitor.listening, "the monitor noticed")
+        await eventually(
+            lambda: not monitor.listening, "the monitor noticed", timeout_s=EVENTUALLY_S
+        )
         server.start()
         await monitor.wait_listening(60)
         client = await nats.connect(server.url)
@@ -183,7 +192,11 @@ async def test_the_monitor_listens_again_after_nats_restarts(
             await publish(client, report(node="back", sent_at=time.time()))
         finally:
             await client.close()
-        await eventually(lambda: count(monitor, "accepted") == 1, "a report after the restart")
+        await eventually(
+            lambda: count(monitor, "accepted") == 1,
+            "a report after the restart",
+            timeout_s=EVENTUALLY_S,
+        )
         assert [s.node for s in monitor.store.nodes()] == ["back"]
     finally:
         await monitor.close()
@@ -206,7 +219,11 @@ async def test_metrics_endpoint_shows_region_node_and_variant_figures(
     try:
         now = time.time()
         await publish(bus, *fleet(now))
-        await eventually(lambda: count(monitor, "accepted") == 5, "the fleet was taken in")
+        await eventually(
+            lambda: count(monitor, "accepted") == 5,
+            "the fleet was taken in",
+            timeout_s=EVENTUALLY_S,
+        )
         async with httpx.AsyncClient() as http:
             response = await http.get(f"http://127.0.0.1:{server.port}/metrics")
         assert response.status_code == 200

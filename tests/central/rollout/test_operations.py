@@ -15,7 +15,7 @@ from central.cli import main as cli
 from central.rollout.operations import RolloutPolicy, roll_out_new_bundle
 from central.rollout.plan import Guardrails
 from central.rollout.store import audit_entries, read_edge_record, read_plan
-from central.trainer.publish import promote_regions, publish_bundle
+from runtime.registry import ModelRegistry
 from tests.servers import NatsServer
 
 
@@ -23,9 +23,10 @@ from tests.servers import NatsServer
 async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
     client = await nats.connect(nats_server.url)
     js = client.jetstream()
+    registry = ModelRegistry(js)
     for version in (7, 8, 9):  # the contents do not matter to the plans: edges check them
-        await publish_bundle(js, f"bundle {version}".encode(), version)
-    await promote_regions(js, 7, ("eu",))
+        await registry.publish_bundle(f"bundle {version}".encode(), version)
+    await registry.promote_regions(7, ("eu",))
     yield js
     await client.close()
 
