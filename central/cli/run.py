@@ -56,7 +56,7 @@ TRAINER_SHUTDOWN_SHARE = 0.5
     show_default=True,
 )
 @click.option("--no-idempotence", is_flag=True, help="For Kafka-protocol brokers without it.")
-@click.option("--partitions", type=click.IntRange(1, 1024), default=6, show_default=True)
+@click.option("--partitions", type=click.IntRange(1, 10_000), default=6, show_default=True)
 @click.option("--retrain-events", type=click.IntRange(1), default=50_000, show_default=True)
 @click.option("--retrain-interval", type=click.FloatRange(1), default=3600.0, show_default=True)
 @click.option("--min-events", type=click.IntRange(1), default=10_000, show_default=True)

@@ -50,7 +50,7 @@ log = logging.getLogger("proxima.central.trainer")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("trainer-state"),
+    default=Path("./proxima-trainer"),
     show_default=True,
     help="Where the recent event log and the training state are kept across restarts.",
 )
@@ -64,7 +64,7 @@ log = logging.getLogger("proxima.central.trainer")
 @click.option(
     "--retrain-interval",
     type=click.FloatRange(1.0),
-    default=6 * 3600.0,
+    default=3600.0,
     show_default=True,
     help="Retrain after this many seconds, when any new event arrived.",
 )
