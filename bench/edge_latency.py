@@ -76,9 +76,9 @@ from sklearn.preprocessing import StandardScaler
 
 from central.datasets import read_log
 from central.eventlog import EventLog, build_log
-from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.examples import build_examples
 from central.trainer.pipeline import TrainerConfig, train_bundle
+from devtools.loggen import GeneratorConfig, generate_file
 from edge_node.metrics import STAGES
 from protocol.bundle import read_bundle
 from protocol.candidates import CandidateConfig

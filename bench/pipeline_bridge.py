@@ -38,10 +38,10 @@ from aiokafka import AIOKafkaConsumer
 
 from central.bridge import Bridge
 from central.kafka_settings import KafkaSettings
-from runtime.nats import NatsSettings
 from protocol.codec import encode_msgpack
 from protocol.events import Event
 from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, MSG_ID_HEADER, events_subject
+from runtime.nats import NatsSettings
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 GOAL_EVENTS_PER_S: Final = 20_000

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 
+from central.eventlog import EventLog
 from devtools.demo.edges import EdgeAddress
 from devtools.demo.errors import DemoError
 from devtools.demo.replay import route_sessions
 from devtools.demo.side_by_side import RegionTask, run_side_by_side
-from central.eventlog import EventLog
 
 HISTORY_ID_PREFIX = "past-"
 BATCH_EVENTS = 500  # the edge's limit per request

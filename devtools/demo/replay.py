@@ -20,10 +20,10 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from central.eventlog import EventLog
 from devtools.demo.edges import EdgeAddress
 from devtools.demo.errors import DemoError
 from devtools.demo.side_by_side import RegionTask, run_side_by_side
-from central.eventlog import EventLog
 
 REPLAY_ID_PREFIX = "live-"
 RECOMMENDATIONS_K = 20

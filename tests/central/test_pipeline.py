@@ -10,7 +10,6 @@ import pytest
 from central.datasets import read_log
 from central.errors import TrainingError
 from central.eventlog import EventLog, build_log
-from devtools.loggen import GeneratorConfig, generate_file
 from central.trainer.pipeline import (
     FP32_PART,
     INT8_MAX_HR_LOSS,
@@ -20,6 +19,7 @@ from central.trainer.pipeline import (
     _choose_precision,
     train_bundle,
 )
+from devtools.loggen import GeneratorConfig, generate_file
 from protocol.bundle import Bundle, read_bundle
 from protocol.errors import SignatureError
 from protocol.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION

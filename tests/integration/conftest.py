@@ -34,9 +34,9 @@ from central.bridge import Bridge
 from central.kafka_settings import KafkaSettings, ensure_topics
 from edge_node.config import EdgeSettings
 from edge_node.model_store import ModelStore
-from runtime.nats import NatsSettings
 from protocol.codec import decode_msgpack_event
 from protocol.subjects import KAFKA_EVENTS_TOPIC
+from runtime.nats import NatsSettings
 from tests.edge_node import conftest as edge_fixtures
 from tests.edge_node.conftest import EdgeServer, Keys
 from tests.servers import KafkaBroker, pick_free_port

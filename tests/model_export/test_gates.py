@@ -16,7 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from model_export.convert import to_onnx
 from model_export.errors import GateError
-from model_export.gates import GateResult, parity_gate, no_worse_than
+from model_export.gates import GateResult, no_worse_than, parity_gate
 from model_export.quantize import quantize_int8
 
 N_FEATURES = 24
