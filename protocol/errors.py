@@ -67,6 +67,10 @@ The whole tree, with each class's status and the module it lives in::
     │   │   ├── BridgeSettingsError   500
     │   │   └── IdempotenceUnsupportedError  500
     │   ├── ConsumerUnavailableError  500  central.bridge_jetstream
+    │   ├── LakeError                 400  central.lake.errors: the event lake
+    │   │   ├── LakeSchemaError       422  a file is not of this schema version
+    │   │   ├── LakeCorruptError      422  a file or manifest is torn or unreadable
+    │   │   └── LakeNotFoundError     404  the lake root does not exist
     │   └── MonitorError              500  central.monitor.errors: the latency monitor
     │       ├── MonitorQueryError     400  a query is malformed or names something unknown
     │       ├── MonitorSettingsError  400  monitor settings out of range, or port taken

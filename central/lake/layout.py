@@ -1,0 +1,83 @@
+"""Where the lake keeps things under its root.
+
+``<root>/events/v<version>/date=YYYY-MM-DD/<name>.parquet`` holds the events of one UTC
+day (Hive-style, so DuckDB and Spark read the partition column ``date`` from the path);
+``<root>/_manifests/`` holds what writers commit with their files (the Kafka offsets a
+file covers). Files whose names start with ``.`` or ``_`` are not data: readers skip them,
+as Hive, Spark and DuckDB do, so a file being written (``.name.tmp``) is never read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from central.lake.errors import LakeNotFoundError
+from central.lake.schema import SCHEMA_VERSION
+
+EVENTS_DIR: Final = "events"
+MANIFESTS_DIR: Final = "_manifests"
+DATE_PREFIX: Final = "date="
+
+
+def event_date(ts_ms: int) -> str:
+    """The UTC date (``YYYY-MM-DD``) of an event time in milliseconds."""
+    return dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True, slots=True)
+class LakeLayout:
+    root: Path
+
+    @property
+    def events(self) -> Path:
+        return self.root / EVENTS_DIR / f"v{SCHEMA_VERSION}"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / MANIFESTS_DIR
+
+    def day(self, date: str) -> Path:
+        return self.events / f"{DATE_PREFIX}{date}"
+
+    def days(self) -> list[str]:
+        """The dates that have a partition directory, oldest first."""
+        if not self.events.is_dir():
+            return []
+        return sorted(
+            entry.name.removeprefix(DATE_PREFIX)
+            for entry in self.events.iterdir()
+            if entry.is_dir() and entry.name.startswith(DATE_PREFIX)
+        )
+
+    def data_files(self, dates: list[str] | None = None) -> list[Path]:
+        """Every committed Parquet file, by date then name; ``dates`` limits the days."""
+        chosen = self.days() if dates is None else dates
+        files: list[Path] = []
+        for date in chosen:
+            directory = self.day(date)
+            if directory.is_dir():
+                files.extend(
+                    sorted(
+                        path
+                        for path in directory.iterdir()
+                        if path.suffix == ".parquet" and not path.name.startswith((".", "_"))
+                    )
+                )
+        return files
+
+    def glob(self) -> str:
+        """The pattern DuckDB and Spark read every data file with."""
+        return str(self.events / f"{DATE_PREFIX}*" / "*.parquet")
+
+
+def open_lake(root: str | Path, *, create: bool = False) -> LakeLayout:
+    """The layout of the lake at ``root``; a missing root is an error unless ``create``."""
+    path = Path(root)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    elif not path.is_dir():
+        raise LakeNotFoundError(f"lake {path} does not exist")
+    return LakeLayout(path)
