@@ -147,6 +147,7 @@ class MonitorRoleSettings:
     retention_s: float = setting(
         900.0,
         min=1.0,
+        max=86_400.0,
         duration=True,
         flag="--retention",
         help="How much telemetry the monitor keeps (and answers over).",

@@ -62,43 +62,69 @@ class EdgeSettings:
         Path("./proxima-bundles"),
         help="Where the last good bundle is kept, for starts without NATS.",
     )
-    publish_batch: int = setting(256, min=1, help="Events in flight to JetStream at once.")
+    publish_batch: int = setting(
+        256, min=1, max=10_000, help="Events in flight to JetStream at once."
+    )
     rules: Path | None = setting(None, help="Rules document (JSON or YAML).")
     spool_dir: Path = setting(
         Path("./proxima-spool"), help="Where accepted events wait for the bus."
     )
     spool_max_bytes: int = setting(
-        1 << 30, min=1, help="Bytes the spool may hold before events are refused."
+        1 << 30, min=1, max=1 << 40, help="Bytes the spool may hold before events are refused."
     )
     spool_fsync: FsyncPolicy = setting(
         "interval", help="When accepted events reach the disk: always, interval or never."
     )
     spool_fsync_interval_s: float = setting(
-        0.05, min=0, min_open=True, duration=True, help="Time between fsyncs under 'interval'."
+        0.05,
+        min=0,
+        min_open=True,
+        max=60.0,
+        duration=True,
+        help="Time between fsyncs under 'interval'.",
     )
     uplink_max_pending_events: int = setting(
-        10_000, min=1, help="Events waiting for the disk at once before the edge answers 503."
+        10_000,
+        min=1,
+        max=1_000_000,
+        help="Events waiting for the disk at once before the edge answers 503.",
     )
-    sessions_max: int = setting(200_000, min=1, help="Session windows held in memory.")
+    sessions_max: int = setting(
+        200_000, min=1, max=100_000_000, help="Session windows held in memory."
+    )
     sessions_max_bytes: int = setting(
-        256 << 20, min=1, help="Bytes of session windows held in memory."
+        256 << 20, min=1, max=1 << 40, help="Bytes of session windows held in memory."
     )
     rank_cache_sessions: int = setting(
-        4096, min=1, help="Recently ranked windows whose candidates and feature rows are kept."
+        4096,
+        min=1,
+        max=10_000_000,
+        help="Recently ranked windows whose candidates and feature rows are kept.",
     )
-    max_body_bytes: int = setting(512 * 1024, min=1, help="Largest request body accepted.")
+    max_body_bytes: int = setting(
+        512 * 1024, min=1, max=64 << 20, help="Largest request body accepted."
+    )
     default_k: int = setting(20, min=1, max=100, help="Items answered when a request names no k.")
-    max_concurrency: int = setting(512, min=1, help="Requests served at once before 503.")
+    max_concurrency: int = setting(
+        512, min=1, max=1_000_000, help="Requests served at once before 503."
+    )
     session_rate: float = setting(
-        20.0, min=0, min_open=True, help="Events and requests per second per session."
+        20.0, min=0, min_open=True, max=1e9, help="Events and requests per second per session."
     )
-    session_burst: int = setting(60, min=1, help="Burst a session may spend at once.")
+    session_burst: int = setting(
+        60, min=1, max=1_000_000_000, help="Burst a session may spend at once."
+    )
     ip_rate: float = setting(
-        500.0, min=0, min_open=True, help="Requests per second per client address."
+        500.0, min=0, min_open=True, max=1e9, help="Requests per second per client address."
     )
-    ip_burst: int = setting(1000, min=1, help="Burst a client address may spend at once.")
+    ip_burst: int = setting(
+        1000, min=1, max=1_000_000_000, help="Burst a client address may spend at once."
+    )
     rate_limit_keys: int = setting(
-        100_000, min=1, help="Rate-limit buckets tracked before the oldest are forgotten."
+        100_000,
+        min=1,
+        max=100_000_000,
+        help="Rate-limit buckets tracked before the oldest are forgotten.",
     )
     cors_origins: tuple[str, ...] = setting(
         (), help="Origins whose pages may call the API (comma-separated)."
@@ -109,8 +135,105 @@ class EdgeSettings:
         secret=True,
         help="Keys server-side ingestion presents (comma-separated; file or environment only).",
     )
-    stream_max_per_session: int = setting(4, min=1, help="WebSocket streams open per session.")
-    stream_queue: int = setting(8, min=1, help="Pushes queued per WebSocket stream.")
+    site_keys: tuple[str, ...] = setting(
+        (),
+        help="Publishable keys browser pages send, each bound to one origin as KEY=ORIGIN "
+        "(comma-separated; list a key once per origin it serves; two keys at once to rotate).",
+    )
+    feedback_secret: str | None = setting(
+        None,
+        cli=False,
+        secret=True,
+        help="Secret that signs request ids, shared by a region's replicas (file or "
+        "environment only; at least 16 bytes).",
+    )
+    feedback_secret_file: Path | None = setting(
+        None, help="File holding the secret that signs request ids (instead of feedback_secret)."
+    )
+    trusted_public_keys: tuple[Path, ...] = setting(
+        (), help="More public keys bundles may verify against, besides public_key (rotation)."
+    )
+    revoked_key_ids: tuple[str, ...] = setting(
+        (), help="Key ids whose bundles are refused even when their key is trusted."
+    )
+    rollout_public_keys: tuple[Path, ...] = setting(
+        (),
+        help="Keys rollout records must be signed with; when set, unsigned records and "
+        "downgrades below the version floor without a signed rollback are refused.",
+    )
+    stream_max_per_session: int = setting(
+        4, min=1, max=10_000, help="WebSocket streams open per session."
+    )
+    stream_queue: int = setting(8, min=1, max=100_000, help="Pushes queued per WebSocket stream.")
+    stream_max: int = setting(
+        10_000, min=1, max=1_000_000, help="WebSocket streams open at once on this edge."
+    )
+    stream_max_per_address: int = setting(
+        64, min=1, max=1_000_000, help="WebSocket streams open at once from one client address."
+    )
+    connections_per_address: int = setting(
+        256,
+        min=1,
+        max=1_000_000,
+        help="Open connections from one peer address (behind a CDN, raise it to what one "
+        "CDN hop may hold).",
+    )
+    header_timeout_s: float = setting(
+        10.0,
+        min=0,
+        min_open=True,
+        max=600.0,
+        duration=True,
+        help="Time a connection has to send a request's headers before it is closed.",
+    )
+    body_timeout_s: float = setting(
+        30.0,
+        min=0,
+        min_open=True,
+        max=3600.0,
+        duration=True,
+        help="Time a request body may take in all before 408.",
+    )
+    body_min_rate: int = setting(
+        1024,
+        min=1,
+        max=1 << 30,
+        help="Bytes per second a request body must keep up after the grace period, or 408.",
+    )
+    body_rate_grace_s: float = setting(
+        2.0,
+        min=0,
+        max=600.0,
+        duration=True,
+        help="Time before the minimum body rate is enforced.",
+    )
+    redis_timeout_s: float = setting(
+        0.05,
+        min=0,
+        min_open=True,
+        max=60.0,
+        duration=True,
+        help="Socket timeout of every Redis call (connect, read, write).",
+    )
+    redis_breaker_failures: int = setting(
+        3, min=1, max=1_000_000, help="Redis failures in a row before the breaker opens."
+    )
+    redis_breaker_cooldown_s: float = setting(
+        2.0,
+        min=0,
+        min_open=True,
+        max=3600.0,
+        duration=True,
+        help="Time the Redis breaker stays open before one call probes Redis again.",
+    )
+    redis_feed_ping_s: float = setting(
+        1.0,
+        min=0,
+        min_open=True,
+        max=3600.0,
+        duration=True,
+        help="How often the session invalidation feed pings Redis; two missed answers drop it.",
+    )
     log_level: LogLevel = setting("info", help="Log level.")
     access_log: bool = setting(False, help="Log every request.")
     storefront_dir: Path | None = setting(
@@ -119,12 +242,18 @@ class EdgeSettings:
         "off when unset.",
     )
     shutdown_timeout_s: float = setting(
-        10.0, min=0, min_open=True, duration=True, help="Time to finish requests at shutdown."
+        10.0,
+        min=0,
+        min_open=True,
+        max=3600.0,
+        duration=True,
+        help="Time to finish requests at shutdown.",
     )
     telemetry_interval_s: float = setting(
         5.0,
         min=0,
         min_open=True,
+        max=3600.0,
         duration=True,
         help="How often node status goes to telemetry.<region>.<node>.",
     )

@@ -6,9 +6,7 @@ Shared by ``GET /v1/recommendations`` and the WebSocket push, so both answer ali
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -18,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from edge_node.errors import NotReady
+from edge_node.feedback import FeedbackIds
 from edge_node.model_store import ModelStore
 from edge_node.observe import Observer
 from edge_node.rules import RuleRequest, RuleSet
 from edge_node.sessions import SessionStore
-from edge_node.telemetry import REQUEST_ID_SUFFIX, TelemetryRecorder
+from edge_node.telemetry import TelemetryRecorder
 from protocol.rollout import Variant
 from protocol.serving import ServingModel
 from protocol.tables import CandidateTables
@@ -81,6 +80,7 @@ class Recommender:
         rules: RuleSet | None = None,
         *,
         shadow_sample: float = 1.0,
+        feedback: FeedbackIds | None = None,
     ) -> None:
         self.models = models
         self.sessions = sessions
@@ -88,8 +88,7 @@ class Recommender:
         self.rules = rules
         self.shadow_sample = shadow_sample
         self._catalog: tuple[ServingModel, TableCatalog] | None = None
-        self._ids = itertools.count(1)
-        self._id_prefix = f"{node}-{os.urandom(3).hex()}-"
+        self.feedback = feedback or FeedbackIds.per_process()
         self._random = random.Random()
 
     @property
@@ -97,8 +96,9 @@ class Recommender:
         """The telemetry interval the observer feeds (what the telemetry publisher takes)."""
         return self.observer.telemetry
 
-    def next_request_id(self, variant: Variant = "stable") -> str:
-        return f"{self._id_prefix}{next(self._ids):x}{REQUEST_ID_SUFFIX[variant]}"
+    def next_request_id(self, session_id: str, variant: Variant, version: int) -> str:
+        """A request id only this node's secret makes, bound to the session and the answer."""
+        return self.feedback.issue(session_id, variant, version)
 
     async def answer(self, query: Query) -> dict[str, Any]:
         model, variant = self.models.choose(query.session_id)
@@ -157,7 +157,7 @@ class Recommender:
         observer.stage("rules", done - ruled)
         observer.answered(variant, model.version, done - started, cold=ranking.cold, fired=fired)
         return {
-            "request_id": self.next_request_id(variant),
+            "request_id": self.next_request_id(query.session_id, variant, model.version),
             "session_id": query.session_id,
             "model_version": model.version,
             "variant": variant,

@@ -6,6 +6,7 @@ Pure data: callers do the connecting. Nothing assumes one server: ``servers`` is
 
 from __future__ import annotations
 
+import math
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,9 @@ from typing import Any
 
 from protocol.errors import ProtocolError
 from runtime.settings import setting
+
+MAX_CONNECT_TIMEOUT_S = 60.0
+MAX_RECONNECT_WAIT_S = 60.0
 
 
 class BusSettingsError(ProtocolError):
@@ -48,6 +52,12 @@ class NatsSettings:
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise BusSettingsError("tls_cert and tls_key go together", field="tls_cert")
+        for name, value, high in (
+            ("connect_timeout_s", self.connect_timeout_s, MAX_CONNECT_TIMEOUT_S),
+            ("reconnect_wait_s", self.reconnect_wait_s, MAX_RECONNECT_WAIT_S),
+        ):
+            if not (math.isfinite(value) and 0 < value <= high):
+                raise BusSettingsError(f"{name} must be above 0 and at most {high:g}", field=name)
 
     @classmethod
     def from_url(cls, url: str, **extra: Any) -> NatsSettings:

@@ -8,7 +8,8 @@ declaration, so it cannot drift:
 * :func:`load_settings` reads the service's table of a TOML file (``[edge]``, ``[bridge]``,
   ``[trainer]``, ``[monitor]``, ``[rollout]``), then ``PROXIMA_<FIELD>`` variables, then
   flags; later sources win, and an unknown key in the file or among the flags is an error;
-* :func:`check_ranges` enforces the declared ranges (called from ``__post_init__``);
+* :func:`check_ranges` enforces the declared ranges (called from ``__post_init__``): every
+  number finite and between a declared ``min`` and ``max``;
 * :func:`settings_options` makes the click options of a command from the fields, with the
   dataclass default shown in ``--help`` and the declared range as the option's type.
 
@@ -33,6 +34,10 @@ from protocol.errors import ProximaError
 
 ENV_PREFIX: Final = "PROXIMA_"
 TABLES: Final = ("edge", "bridge", "trainer", "monitor", "rollout", "lake")
+#: The ceiling of a duration whose field declares no ``max`` (asyncio overflows long before inf).
+IMPLICIT_MAX_DURATION_S: Final = 366 * 86_400.0
+#: The ceiling of any other number whose field declares no ``max`` (exact in a float).
+IMPLICIT_MAX_NUMBER: Final = float(2**53)
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -78,7 +83,12 @@ def setting(
 
 
 def check_ranges(instance: object) -> None:
-    """Raises :class:`SettingsError` for the first field outside its declared range."""
+    """Raises :class:`SettingsError` for the first field outside its declared range.
+
+    Every number is finite and bounded: a field that declares no ``max`` is still held
+    below :data:`IMPLICIT_MAX_DURATION_S` (durations) or :data:`IMPLICIT_MAX_NUMBER`, since
+    any number reaches a timeout, a sleep or a buffer size somewhere.
+    """
     for f in dataclasses.fields(instance):  # type: ignore[arg-type]
         value = getattr(instance, f.name)
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
@@ -88,6 +98,8 @@ def check_ranges(instance: object) -> None:
             f.metadata.get("max"),
             f.metadata.get("min_open", False),
         )
+        if high is None:
+            high = IMPLICIT_MAX_DURATION_S if f.metadata.get("duration") else IMPLICIT_MAX_NUMBER
         integral = isinstance(value, int)
         if isinstance(value, float) and not math.isfinite(value):
             bound = "" if low is None else ", " + _lower_bound(low, open_low, integral=False)
@@ -95,7 +107,7 @@ def check_ranges(instance: object) -> None:
         if low is not None and (value <= low if open_low else value < low):
             bound = _lower_bound(low, open_low, integral=integral)
             raise SettingsError(f"{f.name} must be {bound}, not {value:g}", field=f.name)
-        if high is not None and value > high:
+        if value > high:
             span = "" if low is None else f" (its range is {low:g}-{high:g})"
             raise SettingsError(
                 f"{f.name} must be at most {high:g}{span}, not {value:g}", field=f.name

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,7 +13,16 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from central.settings import (
+    BridgeSettings,
+    MonitorRoleSettings,
+    RolloutSettings,
+    TrainerSettings,
+)
+from edge_node.config import EdgeSettings
+from runtime.nats import BusSettingsError, NatsSettings
 from runtime.settings import (
+    IMPLICIT_MAX_DURATION_S,
     SettingsError,
     check_ranges,
     load_settings,
@@ -25,7 +37,9 @@ class Sample:
     name: str = setting(help="A required name.")
     port: int = setting(8080, min=1, max=65535, help="A port.")
     ratio: float = setting(0.5, min=0.0, min_open=True, max=1.0, help="A share.")
-    every_s: float = setting(60.0, min=1.0, duration=True, flag="--every", help="A period.")
+    every_s: float = setting(
+        60.0, min=1.0, max=3600.0, duration=True, flag="--every", help="A period."
+    )
     mode: Literal["fast", "safe"] = setting("safe", help="A choice.")
     tags: tuple[str, ...] = setting((), help="Words.")
     steps: tuple[int, ...] = setting((), help="Numbers.")
@@ -182,3 +196,103 @@ def test_durations() -> None:
 def test_mutable_defaults_are_refused() -> None:
     with pytest.raises(TypeError, match="immutable"):
         setting([], help="a list")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("spool_fsync_interval_s", float("inf"), "finite"),
+        ("spool_fsync_interval_s", "inf", "not a duration"),
+        ("spool_fsync_interval_s", float("nan"), "finite"),
+        ("spool_fsync_interval_s", 1e300, "at most 60"),
+        ("shutdown_timeout_s", float("inf"), "finite"),
+        ("shutdown_timeout_s", "inf", "not a duration"),
+        ("shutdown_timeout_s", "9" * 400, "finite"),  # parses to inf
+        ("shutdown_timeout_s", 1e300, "at most 3600"),
+        ("session_rate", float("inf"), "finite"),
+        ("publish_batch", 10**12, "at most 10000"),
+    ],
+)
+def test_the_edge_refuses_infinite_and_unbounded_numbers(
+    name: str, value: object, words: str
+) -> None:
+    required = {"region": "r", "node": "n", "public_key": "key.pub"}
+    with pytest.raises(SettingsError) as caught:
+        EdgeSettings.load(overrides={**required, name: value})
+    assert caught.value.field == name
+    assert words in caught.value.message
+
+
+def test_infinity_from_a_toml_file_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "edge.toml"
+    file.write_text(
+        '[edge]\nregion = "r"\nnode = "n"\npublic_key = "k"\nshutdown_timeout_s = inf\n'
+    )
+    with pytest.raises(SettingsError, match="shutdown_timeout_s must be a finite number"):
+        EdgeSettings.load(file=file)
+
+
+SETTINGS_CLASSES = (
+    EdgeSettings,
+    BridgeSettings,
+    TrainerSettings,
+    MonitorRoleSettings,
+    RolloutSettings,
+)
+
+
+# Central options still declared by hand in central/cli with an open-ended range; their
+# fields keep the implicit ceiling until those options are generated from the fields.
+HAND_MIRRORED_OPEN_ENDED = {
+    "status_every_s",
+    "retrain_events",
+    "retrain_interval_s",
+    "min_events",
+    "canary_interval_s",
+    "canary_max_p99_ms",
+    "canary_min_ctr_ratio",
+    "canary_min_requests",
+}
+NUMBER_HINTS = (int, float, int | None, float | None)
+
+
+@pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda c: c.__name__)
+def test_every_numeric_setting_declares_a_finite_range(cls: type[object]) -> None:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    numeric = [f for f in fields if hints[f.name] in NUMBER_HINTS]
+    assert numeric
+    for f in numeric:
+        low, high = f.metadata["min"], f.metadata["max"]
+        assert low is not None and math.isfinite(low), f.name
+        if f.name in HAND_MIRRORED_OPEN_ENDED:
+            assert high is None, f"{f.name} is bounded now: drop it from the exemptions"
+            continue
+        assert high is not None and math.isfinite(high) and low < high, f.name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenEnded:
+    timeout_s: float = setting(1.0, min=0.0, duration=True, help="No declared ceiling.")
+    count: int = setting(1, min=0, help="No declared ceiling.")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def test_a_number_without_a_declared_max_still_has_a_ceiling() -> None:
+    assert OpenEnded(timeout_s=IMPLICIT_MAX_DURATION_S).timeout_s == IMPLICIT_MAX_DURATION_S
+    with pytest.raises(SettingsError, match="timeout_s must be at most") as caught:
+        OpenEnded(timeout_s=1e300)
+    assert caught.value.field == "timeout_s"
+    with pytest.raises(SettingsError, match="count must be at most") as caught:
+        OpenEnded(count=10**30)
+    assert caught.value.field == "count"
+
+
+def test_nats_timeouts_are_finite_and_bounded() -> None:
+    for field_name in ("connect_timeout_s", "reconnect_wait_s"):
+        for value in (float("inf"), float("nan"), 0.0, 1e9):
+            with pytest.raises(BusSettingsError) as caught:
+                NatsSettings(**{field_name: value})  # type: ignore[arg-type]
+            assert caught.value.field == field_name
