@@ -25,9 +25,11 @@ from starlette.routing import Route, WebSocketRoute
 
 from edge_node.config import EdgeSettings
 from edge_node.errors import EdgeError, SettingsError
+from edge_node.feedback import FeedbackIds, load_feedback_ids
 from edge_node.middleware.client_rate import ClientRateLimitMiddleware
 from edge_node.middleware.concurrency import ConcurrencyLimitMiddleware
 from edge_node.middleware.request_metrics import RequestMetricsMiddleware
+from edge_node.middleware.site_keys import ingest_keys
 from edge_node.model_store import ModelStore
 from edge_node.observe import Observer
 from edge_node.ratelimit import TokenBuckets
@@ -70,6 +72,7 @@ class Prepared:
     models: ModelStore
     rules: RuleSet | None
     storefront: assets.Storefront | None = None  # the demo storefront, when storefront_dir is set
+    feedback: FeedbackIds | None = None  # signs request ids; made for the process when None
 
 
 def prepare(settings: EdgeSettings) -> Prepared:
@@ -106,7 +109,9 @@ def prepare(settings: EdgeSettings) -> Prepared:
     storefront = None
     if settings.storefront_dir is not None:
         storefront = assets.Storefront.load(settings.storefront_dir)
-    return Prepared(models, rules, storefront)
+    ingest_keys(settings.api_keys, settings.site_keys)  # malformed site keys fail here
+    feedback = load_feedback_ids(settings.feedback_secret, settings.feedback_secret_file)
+    return Prepared(models, rules, storefront, feedback)
 
 
 def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Starlette:
@@ -136,6 +141,7 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
             settings.node,
             prepared.rules,
             shadow_sample=settings.shadow_sample,
+            feedback=prepared.feedback,
         ),
         session_buckets=TokenBuckets(
             settings.session_rate, settings.session_burst, settings.rate_limit_keys
@@ -175,12 +181,14 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         ),
         Middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency, metrics=metrics),
     ]
-    if settings.cors_origins:
+    # A preflight is answered only for these: the pages of cors_origins and of site keys.
+    origins = set(settings.cors_origins) | ingest_keys(settings.api_keys, settings.site_keys).origins
+    if origins:
         middleware.insert(
             0,
             Middleware(
                 JsonErrorCORSMiddleware,
-                allow_origins=list(settings.cors_origins),
+                allow_origins=sorted(origins),
                 allow_methods=["GET", "POST"],
                 allow_headers=["content-type", "x-proxima-key"],
                 max_age=600,

@@ -86,6 +86,13 @@ class EdgeMetrics:
             ["variant", "type"],
             registry=r,
         )
+        self.feedback_rejected = Counter(
+            "proxima_edge_feedback_rejected_total",
+            "Impressions and clicks kept as events but not counted: their request id did not "
+            "verify for their session",
+            ["type", "reason"],
+            registry=r,
+        )
         self.shadow_overlap = Histogram(
             "proxima_edge_shadow_overlap",
             "Share of the served top-k that a shadow canary also ranks in its top-k",

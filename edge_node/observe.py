@@ -19,12 +19,14 @@ from collections.abc import Sequence
 
 from prometheus_client import Counter
 
+from edge_node.feedback import IssuedAnswer
 from edge_node.metrics import EdgeMetrics
-from edge_node.telemetry import TelemetryRecorder, variant_of_request
+from edge_node.telemetry import TelemetryRecorder
 from protocol.rollout import Variant
 from protocol.telemetry import VARIANTS
 
 FEEDBACK_TYPES = ("impression", "click")
+FEEDBACK_REJECTIONS = ("malformed", "bad_mac")
 
 
 class Observer:
@@ -36,6 +38,7 @@ class Observer:
     __slots__ = (
         "_answers",
         "_feedback",
+        "_feedback_rejected",
         "_rejected",
         "_requests",
         "_stages",
@@ -67,6 +70,11 @@ class Observer:
         self._variant_errors = {v: m.variant_errors.labels(v) for v in (*VARIANTS, "shadow")}
         self._feedback = {
             (v, kind): m.feedback.labels(v, kind) for v in VARIANTS for kind in FEEDBACK_TYPES
+        }
+        self._feedback_rejected = {
+            (kind, reason): m.feedback_rejected.labels(kind, reason)
+            for kind in FEEDBACK_TYPES
+            for reason in FEEDBACK_REJECTIONS
         }
         self._rejected: dict[str, Counter] = {}
         self._requests: dict[tuple[str, int], Counter] = {}
@@ -136,14 +144,19 @@ class Observer:
         m.events_duplicate.inc(duplicate)
         m.events_rejected.inc(rejected)
 
-    def feedback(self, event_type: str, request_id: str | None) -> None:
-        """An impression or click tied to the answer ``request_id``, for the variant that
-        gave it; events of other types, or naming no answer of ours, are left out."""
-        variant = variant_of_request(request_id)
-        if variant is None:
-            return
+    def feedback(self, event_type: str, issued: IssuedAnswer) -> None:
+        """An impression or click whose request id verified for its session, counted for
+        the variant the id names; events of other types are left out."""
+        variant = issued.variant
         counter = self._feedback.get((variant, event_type))
         if counter is None:
             return
         counter.inc()
         self.telemetry.variant_feedback(variant, event_type)
+
+    def feedback_rejected(self, event_type: str, reason: str) -> None:
+        """An impression or click whose request id did not verify for its session: the
+        event is kept, but it does not count toward any variant's CTR."""
+        counter = self._feedback_rejected.get((event_type, reason))
+        if counter is not None:
+            counter.inc()

@@ -33,17 +33,6 @@ from runtime.supervisor import BusConnection, BusListener, BusSupervisor, descri
 
 log = logging.getLogger("proxima.edge.telemetry")
 
-REQUEST_ID_SUFFIX: dict[Variant, str] = {"stable": ".s", "canary": ".c"}
-_SUFFIX_VARIANT: dict[str, Variant] = {suffix: v for v, suffix in REQUEST_ID_SUFFIX.items()}
-
-
-def variant_of_request(request_id: str | None) -> Variant | None:
-    """Which variant answered a recommendation, from the ``request_id`` it carried."""
-    if not request_id:
-        return None
-    return _SUFFIX_VARIANT.get(request_id[-2:])
-
-
 class TelemetryRecorder:
     """The counts of the interval in progress. Not thread-safe: the event loop feeds it."""
 
@@ -84,13 +73,9 @@ class TelemetryRecorder:
         stats.version = version
         stats.errors += 1
 
-    def feedback(self, event_type: str, request_id: str | None) -> None:
-        variant = variant_of_request(request_id)
-        if variant is not None:
-            self.variant_feedback(variant, event_type)
-
     def variant_feedback(self, variant: Variant, event_type: str) -> None:
-        """An impression or click of an answer ``variant`` gave (other types are ignored)."""
+        """An impression or click of an answer ``variant`` gave (other types are ignored);
+        only feedback whose request id verified (:mod:`edge_node.feedback`) comes here."""
         if event_type == "impression":
             self.variants[variant].impressions += 1
         elif event_type == "click":

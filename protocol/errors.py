@@ -22,6 +22,7 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── FeatureContractError      400  a session window or table breaks the contract
     │   ├── TelemetryError            400  protocol.telemetry: a telemetry record is malformed
     │   ├── RolloutError              400  protocol.rollout: a rollout record is malformed
+    │   ├── ExplorationError          400  protocol.exploration: a policy is out of range
     │   ├── BusSettingsError          400  runtime.nats: NATS settings out of range
     │   └── BackoffSettingsError      400  runtime.backoff: backoff settings out of range
     ├── SettingsError                 400  runtime.settings: a setting or settings file is bad
@@ -67,6 +68,8 @@ The whole tree, with each class's status and the module it lives in::
     │   │   ├── BridgeSettingsError   500
     │   │   └── IdempotenceUnsupportedError  500
     │   ├── ConsumerUnavailableError  500  central.bridge_jetstream
+    │   ├── OutcomesError             400  central.outcomes.errors: outcome figures
+    │   │   └── LoggedDataError       422  logged answers are malformed
     │   ├── LakeError                 400  central.lake.errors: the event lake
     │   │   ├── LakeSchemaError       422  a file is not of this schema version
     │   │   ├── LakeCorruptError      422  a file or manifest is torn or unreadable

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import time
 from typing import Any
 
@@ -15,11 +14,11 @@ from edge_node.errors import (
     Overloaded,
     PayloadTooLarge,
     RateLimited,
-    Unauthorized,
     UnsupportedMediaType,
 )
+from edge_node.middleware.client_rate import charge_client
+from edge_node.middleware.site_keys import ingest_keys
 from edge_node.routes.common import edge_state, json_response
-from edge_node.state import EdgeState
 from edge_node.uplink import UplinkOverloadedError, UplinkUnavailableError
 from protocol.codec import Rejection, WireFormat, decode_body, encode_msgpack
 from protocol.errors import EventError
@@ -37,7 +36,10 @@ _MEDIA_TYPES: dict[str, WireFormat] = {
 async def post_events(request: Request) -> Response:
     state = edge_state(request)
     wire = _wire_format(request)
-    _check_api_key(request, state, wire)
+    settings = state.settings
+    ingest_keys(settings.api_keys, settings.site_keys).check(
+        request.headers, request.query_params
+    )
     body = await _read_body(request, state.settings.max_body_bytes)
     try:
         batch = decode_body(body, wire)
@@ -45,9 +47,10 @@ async def post_events(request: Request) -> Response:
         if exc.code == "body_too_large":  # max_body_bytes is set above the batch limit
             raise PayloadTooLarge(exc.message, code=exc.code) from exc
         raise BadRequest(exc.message, code=exc.code, field=exc.field) from exc
+    # One token per event, not per request: refused whole, before anything is kept.
+    charge_client(request.scope, len(batch.events) + len(batch.rejections))
 
     received_at = int(time.time() * 1000)
-    settings = state.settings
     observer = state.recommender.observer
     rejections = list(batch.rejections)
     fresh: list[tuple[Event, SessionWindow]] = []
@@ -91,9 +94,14 @@ async def post_events(request: Request) -> Response:
         await state.sessions.saved(window)
         state.streams.notify(window.session_id)
 
+    feedback = state.recommender.feedback
     for event, _ in fresh:
         if event.request_id is not None and event.type in ("impression", "click"):
-            observer.feedback(event.type, event.request_id)
+            issued = feedback.verify(event.request_id, event.session_id)
+            if isinstance(issued, str):  # kept as an event, not counted toward CTR
+                observer.feedback_rejected(event.type, issued)
+            else:
+                observer.feedback(event.type, issued)
     observer.events(len(fresh), duplicates, len(rejections))
     if batch.single and rejections:
         error = rejections[0].error
@@ -120,24 +128,6 @@ def _wire_format(request: Request) -> WireFormat:
             "send events as application/json or application/msgpack", field="content-type"
         )
     return wire
-
-
-def _check_api_key(request: Request, state: EdgeState, wire: WireFormat) -> None:
-    keys = state.settings.api_keys
-    if not keys:
-        return
-    presented = request.headers.get("x-proxima-key")
-    authorization = request.headers.get("authorization", "")
-    if presented is None and authorization.lower().startswith("bearer "):
-        presented = authorization[7:].strip()
-    if presented is None:
-        if wire == "msgpack":
-            raise Unauthorized(
-                "server-side ingestion needs an API key (X-Proxima-Key)", code="missing_api_key"
-            )
-        return
-    if not any(hmac.compare_digest(presented.encode(), key.encode()) for key in keys):
-        raise Unauthorized("API key not recognised", code="bad_api_key")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
