@@ -182,7 +182,9 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         Middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency, metrics=metrics),
     ]
     # A preflight is answered only for these: the pages of cors_origins and of site keys.
-    origins = set(settings.cors_origins) | ingest_keys(settings.api_keys, settings.site_keys).origins
+    origins = (
+        set(settings.cors_origins) | ingest_keys(settings.api_keys, settings.site_keys).origins
+    )
     if origins:
         middleware.insert(
             0,

@@ -4,8 +4,10 @@ Journal record
     ``payload length (u32 LE) | crc32 of the payload (u32 LE) | payload``, the payload a
     msgpack map ``{"rows": [[key, session, item, ts, type, category, price], ...],
     "offsets": {"<topic>:<partition>": next offset}, "sequence": events ever kept}``.
-    Records are only appended, so a crash can tear only the last one;
-    :func:`read_journal` stops before a short or mismatching record and says where.
+    Records are only appended, so a crash can tear only the last one; a record damaged in
+    the middle (a bad sector, a stray write) is skipped: :func:`read_journal` scans on to the
+    next whole record, logs and counts the bytes it passed over, and stops only before a
+    damaged tail that no whole record follows.
 Snapshot
     :data:`SNAPSHOT_MAGIC`, the crc32 of the payload (u32 LE), then a msgpack map of the
     vocabularies, the column buffers (:data:`~central.eventlog.COLUMNS`, little-endian),
@@ -17,6 +19,7 @@ not torn but written by something else: that raises :class:`~central.errors.Data
 
 from __future__ import annotations
 
+import logging
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
@@ -31,9 +34,14 @@ from central.errors import DataFormatError
 from central.eventlog import COLUMNS, EventLog, Row
 from protocol.events import EVENT_TYPES
 
+log = logging.getLogger(__name__)
+
 SNAPSHOT_MAGIC: Final = b"PROXIMA-EVENTSTORE-1\n"
 _RECORD_HEADER: Final = struct.Struct("<II")
 _CRC: Final = struct.Struct("<I")
+# Every payload is the map {"rows", "offsets", "sequence"}, packed in that order: the bytes a
+# resynchronising scan looks for after damage, before it checks a candidate's checksum.
+_PAYLOAD_START: Final = b"\x83\xa4rows"
 _FORMAT_ERRORS: Final = (
     ValueError,
     TypeError,
@@ -49,6 +57,7 @@ class JournalRecord:
     offsets: dict[str, int]
     sequence: int
     end: int  # byte offset just past this record
+    skipped: int = 0  # damaged bytes passed over just before this record
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,29 +77,73 @@ def encode_record(rows: list[Row], offsets: Mapping[str, int], sequence: int) ->
 
 
 def read_journal(data: bytes, path: Path) -> Iterator[JournalRecord]:
-    """The whole records at the start of ``data``; stops at the first torn one."""
+    """The whole records of ``data``, scanning past damaged ones; stops at a torn tail."""
     position = 0
+    skipped = 0
     while position + _RECORD_HEADER.size <= len(data):
-        length, checksum = _RECORD_HEADER.unpack_from(data, position)
-        start = position + _RECORD_HEADER.size
-        payload = data[start : start + length]
-        if len(payload) < length or zlib.crc32(payload) != checksum:
-            return
+        end = _whole_record_end(data, position)
+        if end is None:
+            following = _next_whole_record(data, position)
+            if following is None:
+                return  # a torn tail: the caller cuts it
+            log.warning(
+                "%s: skipped %d damaged bytes at byte %d of the journal",
+                path,
+                following - position,
+                position,
+            )
+            skipped += following - position
+            position = following
+            continue
+        payload = data[position + _RECORD_HEADER.size : end]
         try:
             raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
             record = JournalRecord(
                 rows=[_checked_row(row) for row in raw["rows"]],
                 offsets=_checked_offsets(raw["offsets"]),
                 sequence=int(raw["sequence"]),
-                end=start + length,
+                end=end,
+                skipped=skipped,
             )
         except _FORMAT_ERRORS as exc:
             raise DataFormatError(
                 f"the journal record at byte {position} is not in this store's format: {exc}",
                 path=str(path),
             ) from exc
-        position = record.end
+        position, skipped = end, 0
         yield record
+
+
+def _whole_record_end(data: bytes, position: int) -> int | None:
+    """Where the record at ``position`` ends, if one whole and unbroken starts there."""
+    if position + _RECORD_HEADER.size > len(data):
+        return None
+    length, checksum = _RECORD_HEADER.unpack_from(data, position)
+    start = position + _RECORD_HEADER.size
+    end = start + int(length)
+    if end > len(data) or zlib.crc32(data[start:end]) != checksum:
+        return None
+    return end
+
+
+def _next_whole_record(data: bytes, damaged: int) -> int | None:
+    """The start of the first whole record after the damaged one at ``damaged``.
+
+    First where the damaged record's own length points (a flipped bit in a payload leaves
+    the header right), then at each place a payload's first bytes appear, so the scan stays
+    linear in the file rather than checksumming a candidate at every byte.
+    """
+    length, _ = _RECORD_HEADER.unpack_from(data, damaged)
+    declared = damaged + _RECORD_HEADER.size + int(length)
+    if declared < len(data) and _whole_record_end(data, declared) is not None:
+        return declared
+    found = data.find(_PAYLOAD_START, damaged + 1 + _RECORD_HEADER.size)
+    while found != -1:
+        candidate = found - _RECORD_HEADER.size
+        if _whole_record_end(data, candidate) is not None:
+            return candidate
+        found = data.find(_PAYLOAD_START, found + 1)
+    return None
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:

@@ -37,9 +37,7 @@ async def post_events(request: Request) -> Response:
     state = edge_state(request)
     wire = _wire_format(request)
     settings = state.settings
-    ingest_keys(settings.api_keys, settings.site_keys).check(
-        request.headers, request.query_params
-    )
+    ingest_keys(settings.api_keys, settings.site_keys).check(request.headers, request.query_params)
     body = await _read_body(request, state.settings.max_body_bytes)
     try:
         batch = decode_body(body, wire)

@@ -19,6 +19,11 @@
   const stats = { sent: 0, accepted: 0, duplicate: 0, rejected: 0, retried: 0, dropped: 0,
     beacons: 0, messages: 0, renders: 0 };
   let user = opt("user", "");
+  // The site key (publishable, bound to this page's origin at the edge) goes in the URL:
+  // a header would cost a preflight, and sendBeacon cannot set one.
+  let siteKey = opt("key", "");
+  const eventsUrl = () =>
+    edge + "/v1/events" + (siteKey ? "?key=" + encodeURIComponent(siteKey) : "");
 
   const uid = () => {
     const c = w.crypto;
@@ -91,7 +96,7 @@
     let res;
     try {
       // text/plain needs no CORS preflight; the edge reads it as JSON.
-      res = await fetch(edge + "/v1/events", {
+      res = await fetch(eventsUrl(), {
         method: "POST", body, credentials: "omit", keepalive: body.length < 60000,
         headers: { "content-type": "text/plain;charset=UTF-8" },
       });
@@ -131,7 +136,7 @@
     while (queue.length) {
       const chunk = queue.splice(0, cfg.batch);
       const body = JSON.stringify(chunk.map((it) => it.ev));
-      if (navigator.sendBeacon && navigator.sendBeacon(edge + "/v1/events", body)) stats.beacons++;
+      if (navigator.sendBeacon && navigator.sendBeacon(eventsUrl(), body)) stats.beacons++;
       else left = left.concat(chunk);
     }
     queue = left;
@@ -306,6 +311,7 @@
     track, flush, recommendations, subscribe, mount, observe, scan,
     view: (item_id, fields) => track("view", { ...fields, item_id }),
     setUser: (id) => { user = id || ""; },
+    setKey: (key) => { siteKey = key || ""; },
     get pending() { return queue.length + inflightCount; },
   };
   if (d.readyState === "loading") d.addEventListener("DOMContentLoaded", start);
