@@ -17,7 +17,7 @@ from central.cli.errors import reported_errors
 from central.cli.options import data_options, public_key_option
 from central.cli.progress import progress_bars, stage_reporter
 from central.datasets import read_log
-from central.evaluation.baselines import ItemKNN, Popularity, SessionKNN
+from central.evaluation.baselines import Covisitation, ItemKNN, Popularity, SessionKNN
 from central.evaluation.proxima import ProximaRecommender
 from central.evaluation.replay import ReplayResult, SessionRecommender
 from central.evaluation.replay import evaluate as replay
@@ -128,7 +128,7 @@ def _train_on_split(split: Split, seed: int, progress: Any) -> Bundle:
 
 
 def _recommenders(bundle: Bundle) -> list[SessionRecommender]:
-    found: list[SessionRecommender] = [Popularity(), ItemKNN(), SessionKNN()]
+    found: list[SessionRecommender] = [Popularity(), ItemKNN(), SessionKNN(), Covisitation()]
     found.append(ProximaRecommender("proxima-fp32", ServingModel.from_bundle(bundle, "fp32")))
     if bundle.manifest.ranker.get("int8"):
         found.append(ProximaRecommender("proxima-int8", ServingModel.from_bundle(bundle, "int8")))

@@ -29,6 +29,16 @@ with a positive score (session-rec pads with zero-score items in arbitrary order
 they can be shorter than k. Tied items go to the lower item code (the item met first in
 the log read) and tied neighbour sessions to the one that ended later; session-rec leaves
 ties to the order its sorts happen to give, so figures can differ from its own slightly.
+
+``Covisitation`` ("covis", the bar of a dozen lines a shop will hold a ranker to)
+    Neighbours: in each training session, with an item repeated at consecutive positions
+    counted once, every pair of different items at most ``distance`` (5) positions apart
+    adds ``1 / positions apart`` to both directions; each item keeps its ``neighbours``
+    (100) heaviest. A prefix's list is its own distinct items, most recent first, then
+    the neighbours of its ``recent_items`` (5) most recent distinct items, the one of rank r
+    (1 = the last) weighted ``1 / r``, by summed weight, then the most popular items
+    (training events). Unlike the others it fills the list to k. Ties go to the lower
+    item code.
 """
 
 from __future__ import annotations
@@ -204,3 +214,78 @@ class SessionKNN:
         best = np.lexsort((candidates, -self._session_last_ts[candidates], -similarity))
         best = best[: self.k]
         return candidates[best], similarity[best]
+
+
+class Covisitation:
+    name = "covis"
+
+    def __init__(self, *, distance: int = 5, neighbours: int = 100, recent_items: int = 5) -> None:
+        self.distance = distance
+        self.neighbours = neighbours
+        self.recent_items = recent_items
+        self._offsets: IntArray = np.zeros(1, dtype=np.int64)
+        self._targets: IntArray = _NO_ITEMS
+        self._weights: FloatArray = np.zeros(0)
+        self._popular: IntArray = _NO_ITEMS
+        self._recent: list[int] = []  # the prefix's distinct items, most recent first
+
+    def fit(self, train: EventLog) -> None:
+        n_items = len(train.item_ids)
+        session, item = train.session, train.item.astype(np.int64)
+        step = np.ones(item.shape[0], dtype=bool)
+        step[1:] = (item[1:] != item[:-1]) | (session[1:] != session[:-1])
+        session, item = session[step], item[step]
+        keys: list[IntArray] = []
+        weights: list[FloatArray] = []
+        for apart in range(1, self.distance + 1):
+            pair = (session[apart:] == session[:-apart]) & (item[apart:] != item[:-apart])
+            a, b = item[:-apart][pair], item[apart:][pair]
+            keys += [a * n_items + b, b * n_items + a]
+            weights += [np.full(2 * a.shape[0], 1.0 / apart)]
+        unique, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+        total = np.bincount(inverse, np.concatenate(weights))
+        source, target = unique // n_items, unique % n_items
+        order = np.lexsort((target, -total, source))
+        source, target, total = source[order], target[order], total[order]
+        starts = np.searchsorted(source, np.arange(n_items))
+        kept = np.arange(source.shape[0]) - starts[source] < self.neighbours
+        self._targets = target[kept]
+        self._weights = total[kept].astype(np.float64)
+        self._offsets = np.concatenate(
+            ([0], np.cumsum(np.bincount(source[kept], minlength=n_items)))
+        ).astype(np.int64)
+        counts = np.bincount(train.item, minlength=n_items).astype(np.float64)
+        self._popular = _top_positive(counts, np.arange(n_items, dtype=np.int64), n_items)
+
+    def start_session(self) -> None:
+        self._recent = []
+
+    def observe(self, log: EventLog, row: int) -> None:
+        item = int(log.item[row])
+        if not 0 <= item < self._offsets.shape[0] - 1:
+            return
+        if item in self._recent:
+            self._recent.remove(item)
+        self._recent.insert(0, item)
+
+    def recommend(self, k: int) -> IntArray:
+        if not self._recent:
+            return _NO_ITEMS
+        own = np.asarray(self._recent, dtype=np.int64)
+        recent = own[: self.recent_items]
+        rows = _csr_rows(self._offsets, np.arange(self._targets.shape[0]), recent)
+        lengths = np.diff(self._offsets)[recent]
+        rank_weight = np.repeat(1.0 / np.arange(1, recent.shape[0] + 1), lengths)
+        scores: FloatArray = np.bincount(
+            self._targets[rows],
+            self._weights[rows] * rank_weight,
+            minlength=self._offsets.shape[0] - 1,
+        ).astype(np.float64)
+        scores[own] = 0.0
+        neighbours = _top_positive(scores, np.flatnonzero(scores), k)
+        chosen = np.concatenate((own, neighbours))[:k]
+        if chosen.shape[0] < k:
+            extra = self._popular[: k + chosen.shape[0]]
+            extra = extra[~np.isin(extra, chosen)]
+            chosen = np.concatenate((chosen, extra))[:k]
+        return chosen

@@ -17,6 +17,7 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Malformed input",
         401: "Missing or wrong API key",
+        403: "Site key used from an origin it is not bound to",
         413: "Body too large",
         415: "Unsupported content type",
         429: "Rate limited (Retry-After)",
@@ -68,6 +69,26 @@ SCHEMA: dict[str, Any] = {
         "/v1/events": {
             "post": {
                 "summary": "Accept one event or a batch (JSON or msgpack)",
+                "description": "When the edge has ingest keys, every post presents one: a "
+                "secret server key in X-Proxima-Key (or Authorization: Bearer), or a "
+                "publishable site key in X-Proxima-Key or the key query parameter, accepted "
+                "only with an Origin it is bound to. No key: 401 missing_api_key; unknown key: "
+                "401 bad_api_key; site key from another origin: 403 origin_not_allowed. Each "
+                "event costs one token of the client address's rate limit.",
+                "parameters": [
+                    {
+                        "name": "X-Proxima-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "a secret server key or a publishable site key",
+                    },
+                    _query(
+                        "key",
+                        {"type": "string"},
+                        description="a publishable site key (never a secret key)",
+                    ),
+                ],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -97,7 +118,7 @@ SCHEMA: dict[str, Any] = {
                             }
                         },
                     },
-                    **_error_responses(400, 401, 413, 415, 429, 503),
+                    **_error_responses(400, 401, 403, 413, 415, 429, 503),
                 },
             }
         },
@@ -255,8 +276,9 @@ SCHEMA: dict[str, Any] = {
                 "properties": {
                     "request_id": {
                         "type": "string",
-                        "description": "Ends in .s or .c, the variant that answered; send it "
-                        "back on impression and click events.",
+                        "description": "Signed by this edge for this session, variant and "
+                        "bundle; send it back on impression and click events of the same "
+                        "session (others are kept but not counted toward CTR).",
                     },
                     "session_id": {"type": "string"},
                     "model_version": {"type": "integer"},

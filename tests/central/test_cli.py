@@ -21,7 +21,14 @@ from protocol.keys import PRIVATE_KEY_FILENAME, PUBLIC_KEY_FILENAME, load_privat
 
 # Unset, so that a developer's own settings never leak into a test.
 CLEAN_ENV: dict[str, str | None] = {"PROXIMA_SIGNING_KEY": None, "PROXIMA_PUBLIC_KEY": None}
-RESULT_NAMES = ["popularity", "item-knn", "session-knn", "proxima-fp32", "proxima-int8"]
+RESULT_NAMES = [
+    "popularity",
+    "item-knn",
+    "session-knn",
+    "covis",
+    "proxima-fp32",
+    "proxima-int8",
+]
 
 
 def run(*args: str | Path, env: dict[str, str | None] | None = None) -> Result:
