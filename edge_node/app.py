@@ -120,7 +120,9 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
     metrics = observer.metrics
     models = prepared.models
     window_config = models.current.window_config if models.current else WindowConfig()
-    redis = aioredis.from_url(settings.redis) if settings.redis else None
+    redis = None
+    if settings.redis:
+        redis = aioredis.from_url(settings.redis, **settings.redis_options())
     sessions = SessionStore(
         window_config,
         max_sessions=settings.sessions_max,

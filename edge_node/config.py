@@ -20,7 +20,7 @@ from typing import Any, Literal
 from edge_node.uplink.uplink import FsyncPolicy
 from protocol.errors import ProtocolError
 from protocol.subjects import check_token
-from runtime.nats import NatsSettings
+from runtime.nats import NatsClientSettings, NatsSettings, read_secret
 from runtime.settings import ENV_PREFIX, SettingsError, check_ranges, load_settings, setting
 
 __all__ = ["ENV_PREFIX", "EdgeSettings", "FsyncPolicy", "LogLevel", "SettingsError"]
@@ -29,7 +29,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 @dataclass(frozen=True, slots=True)
-class EdgeSettings:
+class EdgeSettings(NatsClientSettings):  # the nats_* credentials and TLS fields
     region: str = setting(help="Region name (letters, digits, _ and -).")
     node: str = setting(help="Node name within the region.")
     public_key: Path = setting(help="Public key bundles must verify against.")
@@ -37,27 +37,26 @@ class EdgeSettings:
     host: str = setting("127.0.0.1", help="Address to listen on.")
     port: int = setting(8080, min=1, max=65535, help="Port to listen on.")
     redis: str | None = setting(
-        None, help="Redis URL: share session windows with the region's other replicas."
+        None,
+        help="Redis URL: share session windows with the region's other replicas "
+        "(rediss:// for TLS).",
     )
+    redis_username: str | None = setting(None, help="Redis ACL user (with its password).")
+    redis_password: str | None = setting(
+        None, cli=False, secret=True, help="Redis password (file or environment only)."
+    )
+    redis_password_file: Path | None = setting(None, help="File holding the Redis password.")
+    redis_tls_ca: Path | None = setting(
+        None, help="CA certificate the Redis server is checked against (rediss:// URLs)."
+    )
+    redis_tls_cert: Path | None = setting(None, help="Client certificate for Redis (with the key).")
+    redis_tls_key: Path | None = setting(None, help="Client key for Redis (with the certificate).")
     nats_url: str | None = setting(
         None,
         flag="--nats",
         help="NATS URL(s), comma-separated: publish events to JetStream and follow the "
         "region's rollout for bundles (instead of, or besides, --bundle).",
     )
-    nats_user: str | None = setting(None, help="NATS user name.")
-    nats_password: str | None = setting(
-        None, cli=False, secret=True, help="NATS password (file or environment only)."
-    )
-    nats_token: str | None = setting(
-        None, cli=False, secret=True, help="NATS token (file or environment only)."
-    )
-    nats_credentials: Path | None = setting(None, help="NATS credentials file (.creds).")
-    nats_tls_ca: Path | None = setting(
-        None, help="CA certificate the NATS server is checked against."
-    )
-    nats_tls_cert: Path | None = setting(None, help="Client certificate for NATS (with the key).")
-    nats_tls_key: Path | None = setting(None, help="Client key for NATS (with the certificate).")
     bundle_cache_dir: Path = setting(
         Path("./proxima-bundles"),
         help="Where the last good bundle is kept, for starts without NATS.",
@@ -269,24 +268,47 @@ class EdgeSettings:
                 raise SettingsError(exc.message, field=name) from exc
         check_ranges(self)
         self.nats_settings()  # the NATS settings go together (user and password, cert and key)
+        self._check_redis()
 
     def nats_settings(self) -> NatsSettings | None:
         if self.nats_url is None:
             return None
-        try:
-            return NatsSettings.from_url(
-                self.nats_url,
-                name=f"proxima-edge-{self.region}-{self.node}",
-                user=self.nats_user,
-                password=self.nats_password,
-                token=self.nats_token,
-                credentials=self.nats_credentials,
-                tls_ca=self.nats_tls_ca,
-                tls_cert=self.nats_tls_cert,
-                tls_key=self.nats_tls_key,
+        return self.nats_connection(self.nats_url, name=f"proxima-edge-{self.region}-{self.node}")
+
+    def _check_redis(self) -> None:
+        if self.redis_password is not None and self.redis_password_file is not None:
+            raise SettingsError(
+                "give redis_password or redis_password_file, not both", field="redis_password"
             )
-        except ProtocolError as exc:
-            raise SettingsError(exc.message, field="nats_url") from exc
+        if self.redis_tls_key is not None and self.redis_tls_cert is None:
+            raise SettingsError("redis_tls_key needs redis_tls_cert", field="redis_tls_key")
+        tls = (self.redis_tls_ca, self.redis_tls_cert)
+        if any(p is not None for p in tls) and not (self.redis or "").startswith("rediss://"):
+            raise SettingsError("redis_tls_* settings need a rediss:// URL", field="redis_tls_ca")
+
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.asyncio.from_url(self.redis, ...)``: the ACL user,
+        its password (read from its file now) and the TLS files."""
+        options: dict[str, Any] = {}
+        if self.redis_username is not None:
+            options["username"] = self.redis_username
+        password = self.redis_password
+        if self.redis_password_file is not None:
+            try:
+                password = read_secret(self.redis_password_file, "redis_password_file")
+            except ProtocolError as exc:
+                raise SettingsError(exc.message, field="redis_password_file") from exc
+        if password is not None:
+            options["password"] = password
+        if (self.redis or "").startswith("rediss://"):
+            options["ssl_cert_reqs"] = "required"
+            options["ssl_check_hostname"] = True
+            if self.redis_tls_ca is not None:
+                options["ssl_ca_certs"] = str(self.redis_tls_ca)
+            if self.redis_tls_cert is not None:
+                options["ssl_certfile"] = str(self.redis_tls_cert)
+                options["ssl_keyfile"] = str(self.redis_tls_key or self.redis_tls_cert)
+        return options
 
     @classmethod
     def load(

@@ -26,7 +26,7 @@ FLAGS_BEFORE = (
     "--port",
     "--spool-dir",
 )
-SECRETS = ("nats_password", "nats_token", "api_keys")
+SECRETS = ("nats_password", "nats_token", "redis_password", "api_keys", "feedback_secret")
 
 
 def option_names(command: click.Command) -> dict[str, click.Option]:
