@@ -23,6 +23,7 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── TelemetryError            400  protocol.telemetry: a telemetry record is malformed
     │   ├── RolloutError              400  protocol.rollout: a rollout record is malformed
     │   ├── ExplorationError          400  protocol.exploration: a policy is out of range
+    │   ├── CatalogError              400  protocol.catalog: an item breaks the catalog contract
     │   ├── BusSettingsError          400  runtime.nats: NATS settings out of range
     │   └── BackoffSettingsError      400  runtime.backoff: backoff settings out of range
     ├── SettingsError                 400  runtime.settings: a setting or settings file is bad
@@ -74,6 +75,15 @@ The whole tree, with each class's status and the module it lives in::
     │   │   ├── LakeSchemaError       422  a file is not of this schema version
     │   │   ├── LakeCorruptError      422  a file or manifest is torn or unreadable
     │   │   └── LakeNotFoundError     404  the lake root does not exist
+    │   ├── CatalogServiceError       500  central.catalog.errors: the catalog feed
+    │   │   ├── CatalogAuthError      401  the bearer token is missing or wrong
+    │   │   ├── WebhookSignatureError 401  a webhook's signature or timestamp fails
+    │   │   ├── CatalogBodyError      400  the body is not JSON or NDJSON of changes
+    │   │   ├── ItemNotFoundError     404  a change names an item the catalog lacks
+    │   │   ├── CatalogConflictError  409  an item kept changing under the write
+    │   │   ├── BodyTooLargeError     413  the body is larger than the limit
+    │   │   ├── CatalogMediaTypeError 415  the body is neither JSON nor NDJSON
+    │   │   └── CatalogUnavailableError  503  the catalog bucket cannot be reached
     │   └── MonitorError              500  central.monitor.errors: the latency monitor
     │       ├── MonitorQueryError     400  a query is malformed or names something unknown
     │       ├── MonitorSettingsError  400  monitor settings out of range, or port taken

@@ -22,6 +22,8 @@ COMMANDS = {
     "latency": "central.cli.latency:latency",
     "rollout": "central.cli.rollout:rollout",
     "rollback": "central.cli.rollout:rollback_command",
+    "lake": "central.cli.lake:lake",
+    "catalog": "central.cli.catalog:catalog",
 }
 
 

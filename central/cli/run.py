@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,12 @@ TRAINER_SHUTDOWN_SHARE = 0.5
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option(
+    "--catalog-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the catalog API (PUT/PATCH/DELETE /v1/catalog/items, the signed webhook) on "
+    "this port; its token comes from PROXIMA_CATALOG_TOKEN or PROXIMA_CATALOG_TOKEN_FILE.",
+)
+@click.option(
     "--rollout-tick",
     type=click.FloatRange(0.05, 60),
     default=1.0,
@@ -87,6 +94,7 @@ def run(
     min_events: int,
     metrics_port: int | None,
     metrics_host: str,
+    catalog_port: int | None,
     rollout_tick: float,
     **canary: Any,
 ) -> None:
@@ -140,6 +148,14 @@ def run(
             monitor.store,
             tick_s=rollout_tick,
         )
+        if catalog_port is not None:
+            from central.catalog.service import CatalogService
+            from central.catalog.settings import CatalogSettings
+
+            catalog_settings = CatalogSettings.load(
+                env=os.environ, overrides={"nats_url": nats_url, "catalog_port": catalog_port}
+            )
+            services.append(CatalogService(catalog_settings))
         # A training under way may take half of the shutdown time; the bridge then drains.
         services += [bridge, (trainer, TRAINER_SHUTDOWN_SHARE), controller]
 
