@@ -259,6 +259,21 @@ class EdgeSettings(NatsClientSettings):  # the nats_* credentials and TLS fields
     shadow_sample: float = setting(
         1.0, min=0, max=1, help="Share of requests a shadow canary is scored on."
     )
+    catalog_max_items: int = setting(
+        1_000_000, min=1, help="Catalog items whose details the edge holds (with --nats)."
+    )
+    explore_every: int = setting(
+        20,
+        min=0,
+        max=1000,
+        help="At most one slot in this many goes to a new item without interactions (0: none).",
+    )
+    user_history_items: int = setting(
+        50, min=1, max=1000, help="Recent items kept per returning user (in Redis)."
+    )
+    user_history_ttl_s: float = setting(
+        30 * 86_400.0, min=60, duration=True, help="How long a user's recent items are kept."
+    )
 
     def __post_init__(self) -> None:
         for name in ("region", "node"):

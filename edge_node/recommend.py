@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from edge_node import discovery
+from edge_node.catalog import CatalogReplica, ItemFields
 from edge_node.errors import NotReady
 from edge_node.feedback import FeedbackIds
 from edge_node.model_store import ModelStore
 from edge_node.observe import Observer
-from edge_node.rules import RuleRequest, RuleSet
+from edge_node.rules import Catalog, RuleRequest, RuleSet
 from edge_node.sessions import SessionStore
 from edge_node.telemetry import TelemetryRecorder
 from protocol.rollout import Variant
@@ -87,7 +89,9 @@ class Recommender:
         self.observer = observer
         self.rules = rules
         self.shadow_sample = shadow_sample
-        self._catalog: tuple[ServingModel, TableCatalog] | None = None
+        self._catalog: tuple[ServingModel, Catalog] | None = None
+        self.catalog: CatalogReplica | None = None  # the item catalog, with --nats
+        self.explore_every = 0  # one slot in this many may go to a new item (0: none)
         self.feedback = feedback or FeedbackIds.per_process()
         self._random = random.Random()
 
@@ -115,7 +119,8 @@ class Recommender:
         if window is None:
             window = SessionWindow(query.session_id, model.window_config)
         rules = self.rules
-        depth = max(query.k, 100) if rules is not None else query.k
+        catalog = self.catalog
+        depth = max(query.k, 100) if rules is not None or catalog is not None else query.k
         try:
             ranking = model.rank(window, depth, now_ms)
         except Exception:
@@ -145,7 +150,7 @@ class Recommender:
                 window,
                 RuleRequest(query.slot, query.context, now_ms),
                 self._catalog_for(model),
-                query.k,
+                query.k if catalog is None else len(names),
             )
             names, scores, fired, offers = (
                 outcome.items,
@@ -153,6 +158,13 @@ class Recommender:
                 outcome.fired,
                 outcome.offers,
             )
+        reasons: dict[str, str] = {}
+        if catalog is not None:  # the one place hidden items leave every answer
+            names, scores, reasons = discovery.finish(
+                catalog, window, names, scores, query.k,
+                known=model.tables.item_index.__contains__,
+                explore=discovery.exploration_slots(query.k, self.explore_every, self._random),
+            )  # fmt: skip
         done = clock()
         observer.stage("rules", done - ruled)
         observer.answered(variant, model.version, done - started, cold=ranking.cold, fired=fired)
@@ -163,13 +175,14 @@ class Recommender:
             "variant": variant,
             "precision": model.precision,
             "items": [
-                {"item_id": name, "score": score}
+                {"item_id": name, "score": score, **_reason(reasons, name)}
                 for name, score in zip(names[: query.k], scores[: query.k], strict=False)
             ],
             "rules": fired,
             "offers": offers,
             "cold": ranking.cold,
             "stale": self.models.stale,
+            "catalog_revision": catalog.revision if catalog is not None else None,
         }
 
     def _maybe_shadow(self, window: SessionWindow, served: list[str], k: int, now_ms: int) -> None:
@@ -198,9 +211,16 @@ class Recommender:
         overlap = len(shadow_top.intersection(served)) / len(served)
         self.observer.shadow_scored(model.version, overlap, elapsed)
 
-    def _catalog_for(self, model: ServingModel) -> TableCatalog:
+    def _catalog_for(self, model: ServingModel) -> Catalog:
         cached = self._catalog
         if cached is None or cached[0] is not model:
-            cached = (model, TableCatalog(model.tables))
+            tables: Catalog = TableCatalog(model.tables)
+            fields = tables if self.catalog is None else ItemFields(self.catalog, tables)
+            cached = (model, fields)
             self._catalog = cached
         return cached[1]
+
+
+def _reason(reasons: dict[str, str], name: str) -> dict[str, str]:
+    reason = reasons.get(name)
+    return {} if reason is None else {"reason": reason}

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from edge_node.bundle_cache import BundleCache
+from edge_node.catalog import CatalogCollector, CatalogReplica, overlay, overlay_all
 from edge_node.config import EdgeSettings
 from edge_node.model_sync import ModelSync
 from edge_node.state import EdgeState, node_status
 from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink.publisher import EventPublisher
+from protocol.catalog import Item
 from protocol.serving import ServingModel
 from runtime.service import Service
 from runtime.supervisor import BusSupervisor
@@ -49,12 +51,18 @@ def edge_services(
     if nats is None:
         return services
     bus = state.bus = BusSupervisor(nats, ping_interval_s=PING_INTERVAL_S)
+    catalog = state.catalog = _catalog_replica(settings, state, bus)
+
+    def swapped(model: ServingModel) -> None:
+        overlay_all(model.tables, catalog)  # the catalog's prices reach the new bundle's features
+        on_swap(model)
+
     state.model_sync = ModelSync(
         state.models,
         bus,
         region=settings.region,
         cache=BundleCache(settings.bundle_cache_dir),
-        on_swap=on_swap,
+        on_swap=swapped,
     )
     state.publisher = EventPublisher(
         state.uplink,
@@ -74,7 +82,28 @@ def edge_services(
     return [
         *services,
         Entry(bus),
+        Entry(catalog),
         Entry(state.model_sync),
         Entry(state.publisher, PUBLISHER_SHARE),
         Entry(state.telemetry_publisher),
     ]
+
+
+def _catalog_replica(
+    settings: EdgeSettings, state: EdgeState, bus: BusSupervisor
+) -> CatalogReplica:
+    """The catalog replica, wired into the answers: the filter, rule fields, exploration, and
+    the price and category features of the served bundles."""
+    replica = CatalogReplica(bus, max_items=settings.catalog_max_items)
+
+    def changed(item: Item) -> None:
+        canary = state.models.canary
+        for model in (state.models.current, canary.model if canary is not None else None):
+            if model is not None:
+                overlay(model.tables, item)
+
+    replica.on_change(changed)
+    state.metrics.registry.register(CatalogCollector(replica))
+    state.recommender.catalog = replica
+    state.recommender.explore_every = settings.explore_every
+    return replica

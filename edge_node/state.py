@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edge_node.catalog import CatalogReplica
 from edge_node.config import EdgeSettings
 from edge_node.metrics import EdgeMetrics
 from edge_node.model_store import ModelStore
@@ -33,6 +34,7 @@ class EdgeState:
     model_sync: ModelSync | None = None
     publisher: EventPublisher | None = None
     telemetry_publisher: TelemetryPublisher | None = None
+    catalog: CatalogReplica | None = None  # the item catalog's replica, with --nats
 
 
 def node_status(state: EdgeState) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge_node import params
+from edge_node.catalog import catalog_summary
 from edge_node.errors import NotReady
 from edge_node.routes.common import edge_state, json_response
 from edge_node.state import EdgeState
@@ -24,7 +25,13 @@ async def readyz(request: Request) -> Response:
     model = state.models.current
     if model is None:
         raise NotReady("no verified bundle is loaded yet", retry_after_s=1)
-    return json_response({"ready": True, "version": model.version, "stale": state.models.stale})
+    catalog = state.catalog
+    if catalog is not None and not catalog.bootstrapped.is_set():
+        raise NotReady("the item catalog is not loaded yet", retry_after_s=1)
+    body: dict[str, Any] = {"ready": True, "version": model.version, "stale": state.models.stale}
+    if catalog is not None:
+        body["catalog"] = catalog_summary(catalog)
+    return json_response(body)
 
 
 async def model_info(request: Request) -> Response:
