@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
+from edge_node.breaker import CircuitBreaker
 from edge_node.config import EdgeSettings
 from edge_node.errors import EdgeError, SettingsError
 from edge_node.feedback import FeedbackIds, load_feedback_ids
@@ -38,7 +39,7 @@ from edge_node.routes import assets, events, openapi, recommendations, status, s
 from edge_node.routes.common import json_response
 from edge_node.rules import RulesError, RuleSet
 from edge_node.services import edge_services
-from edge_node.sessions import SessionStore
+from edge_node.sessions import SessionStore, redis_timeouts
 from edge_node.state import EdgeState
 from edge_node.streams import StreamHub
 from edge_node.uplink import Uplink
@@ -122,13 +123,18 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
     window_config = models.current.window_config if models.current else WindowConfig()
     redis = None
     if settings.redis:
-        redis = aioredis.from_url(settings.redis, **settings.redis_options())
+        redis = aioredis.from_url(
+            settings.redis, **settings.redis_options(), **redis_timeouts(settings.redis_timeout_s)
+        )
     sessions = SessionStore(
         window_config,
         max_sessions=settings.sessions_max,
         max_bytes=settings.sessions_max_bytes,
         node_id=f"{settings.region}/{settings.node}",
         redis=redis,
+        breaker=CircuitBreaker(settings.redis_breaker_failures, settings.redis_breaker_cooldown_s),
+        feed_ping_s=settings.redis_feed_ping_s,
+        metrics=metrics,
     )
     state = EdgeState(
         settings=settings,
@@ -148,7 +154,12 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
         session_buckets=TokenBuckets(
             settings.session_rate, settings.session_burst, settings.rate_limit_keys
         ),
-        streams=StreamHub(settings.stream_max_per_session, metrics),
+        streams=StreamHub(
+            settings.stream_max_per_session,
+            metrics,
+            max_total=settings.stream_max,
+            max_per_address=settings.stream_max_per_address,
+        ),
     )
     if models.current is not None:
         metrics.bundle_version.set(models.current.version)
@@ -181,7 +192,12 @@ def create_app(settings: EdgeSettings, prepared: Prepared | None = None) -> Star
             metrics=metrics,
             buckets=TokenBuckets(settings.ip_rate, settings.ip_burst, settings.rate_limit_keys),
         ),
-        Middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrency, metrics=metrics),
+        Middleware(
+            ConcurrencyLimitMiddleware,
+            limit=settings.max_concurrency,
+            metrics=metrics,
+            exempt=status.UNCAPPED_PATHS,
+        ),
     ]
     # A preflight is answered only for these: the pages of cors_origins and of site keys.
     origins = (

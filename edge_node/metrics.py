@@ -161,5 +161,47 @@ class EdgeMetrics:
             "Pushes dropped for slow WebSocket clients",
             registry=r,
         )
+        self.session_bytes = Gauge(
+            "proxima_edge_session_bytes",
+            "Bytes the session windows held in memory take (counted, not estimated)",
+            registry=r,
+        )
+        self.session_evictions = Gauge(
+            "proxima_edge_session_evictions",
+            "Session windows evicted to stay within the count and byte limits, since start",
+            registry=r,
+        )
+        self.sessions_unsynced = Gauge(
+            "proxima_edge_sessions_unsynced",
+            "Session windows changed while Redis could not be written, waiting for it",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "proxima_edge_redis_errors_total",
+            "Redis calls that failed or timed out, by operation (read, write, feed)",
+            ["op"],
+            registry=r,
+        )
+        self.redis_skipped = Counter(
+            "proxima_edge_redis_skipped_total",
+            "Redis calls not made because the breaker was open, by operation",
+            ["op"],
+            registry=r,
+        )
+        self.redis_breaker_state = Gauge(
+            "proxima_edge_redis_breaker_state",
+            "Redis circuit breaker: 0 closed, 1 half-open, 2 open",
+            registry=r,
+        )
+        self.redis_feed_up = Gauge(
+            "proxima_edge_redis_feed_up",
+            "1 while the session invalidation feed is subscribed and answering pings",
+            registry=r,
+        )
+        self.connections = Gauge(
+            "proxima_edge_connections",
+            "Open HTTP connections (a WebSocket upgrade leaves this count for the streams')",
+            registry=r,
+        )
         info = Gauge("proxima_edge_info", "Where this edge runs", ["region", "node"], registry=r)
         info.labels(region, node).set(1)

@@ -1,11 +1,23 @@
 """Session windows: hot in-process, shared through Redis between a region's replicas.
 
-The local cache is an LRU bounded by a count and an estimate of bytes; a window also
-expires once its span has passed without events. With Redis, the event path writes each
-changed window through (``SET sess:<id>`` with the window's TTL) and publishes an
-invalidation, so other replicas drop their local copy and read the fresh one through on
-their next request. Concurrent events for one session on two replicas are last-writer-
-wins in Redis: the window may miss one of them, the event log never does.
+The local cache is an LRU bounded by a count and by bytes: :func:`window_bytes` counts
+what a window really holds (its entries with their strings and numbers, the remembered
+event ids, every dict and set), within a few percent of what the allocator hands out
+(``tests/edge_node/test_session_memory.py`` measures it). A window also expires once its
+span has passed without events.
+
+With Redis, the event path writes a batch's changed windows through in one pipeline
+(``SET sess:<id>`` with the window's TTL, and an invalidation published), so other
+replicas drop their local copy and read the fresh one through on their next request.
+Concurrent events for one session on two replicas are last-writer-wins in Redis: the
+window may miss one of them, the event log never does.
+
+Redis must not stall the edge: every call has a short socket timeout (``redis_options``)
+and goes through a :class:`~edge_node.breaker.CircuitBreaker`; while it is open the store
+answers from its local windows and remembers which it could not write through. The
+invalidation feed pings Redis and is dropped when the answers stop; once it is back, local
+copies that may have missed invalidations are dropped and the windows changed meanwhile are
+written through.
 """
 
 from __future__ import annotations
@@ -13,23 +25,81 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from operator import itemgetter
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from edge_node.breaker import CircuitBreaker
+from edge_node.metrics import EdgeMetrics
 from protocol.errors import FeatureContractError
-from protocol.window import SessionWindow, WindowConfig
+from protocol.window import Entry, SessionWindow, WindowConfig
+from runtime.backoff import Backoff
 
 log = logging.getLogger("proxima.edge.sessions")
 
 KEY_PREFIX = "sess:"
 INVALIDATION_CHANNEL = "proxima:sess-invalidate"
-_ENTRY_BYTES = 160  # rough in-memory cost of one window entry
-_WINDOW_BYTES = 1_200  # rough fixed cost of a window and its dicts
+RESYNC_CHUNK = 500  # windows per pipeline when writing through after an outage
+
+T = TypeVar("T")
+
+_getsizeof = sys.getsizeof
+_item, _category, _price = itemgetter(2), itemgetter(3), itemgetter(4)
+_ENTRY_BYTES = _getsizeof(Entry(0, 0, None, None, None)) + _getsizeof(1_800_000_000_000)
+_PRICE_BYTES = _getsizeof(1.5)
+# The store's own cost per session: its slot in the LRU and in the size table.
+_STORE_ENTRY_BYTES = 2 * 100 + _getsizeof(20_000)
+
+
+def window_bytes(window: SessionWindow) -> int:
+    """What ``window`` holds in memory, in bytes (its config is shared, not counted)."""
+    entries = window.entries
+    prices = list(map(_price, entries))
+    seen = window._seen  # the remembered event ids: up to twice max_events strings
+    return (
+        _getsizeof(window)
+        + _getsizeof(window.type_counts)
+        + _getsizeof(window.session_id)
+        + _getsizeof(entries)
+        + len(entries) * _ENTRY_BYTES
+        + sum(map(_getsizeof, filter(None, map(_item, entries))))
+        + sum(map(_getsizeof, filter(None, map(_category, entries))))
+        + _PRICE_BYTES * (len(prices) - prices.count(None))
+        + _getsizeof(window.item_counts)
+        + _getsizeof(window.item_last_ts)
+        + _getsizeof(window.category_counts)
+        + _getsizeof(window.carted)
+        + _getsizeof(window.bought)
+        + _getsizeof(seen)
+        + sum(map(_getsizeof, seen))
+        + _STORE_ENTRY_BYTES
+    )
+
+
+def redis_timeouts(timeout_s: float) -> dict[str, Any]:
+    """Client options that keep each Redis call within ``timeout_s`` per step, no retries
+    (the breaker decides when to try again)."""
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
+class _Skipped(Exception):
+    """The breaker refused the call (internal: never leaves this module)."""
+
+
+class _FeedStalled(Exception):
+    """The invalidation feed's connection stopped answering (internal to this module)."""
 
 
 class SessionStore:
@@ -41,6 +111,9 @@ class SessionStore:
         max_bytes: int,
         node_id: str,
         redis: aioredis.Redis | None = None,
+        breaker: CircuitBreaker | None = None,
+        feed_ping_s: float = 1.0,
+        metrics: EdgeMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -48,16 +121,26 @@ class SessionStore:
         self.max_bytes = max_bytes
         self.node_id = node_id
         self.redis = redis
+        self.breaker = breaker or CircuitBreaker(3, 2.0)
+        self.feed_ping_s = feed_ping_s
+        self.metrics = metrics
         self.clock = clock
         self._local: OrderedDict[str, SessionWindow] = OrderedDict()
         self._sizes: dict[str, int] = {}
+        self._unsynced: set[str] = set()  # changed locally, not yet written through
         self.bytes = 0
         self.evictions = 0
         self.redis_errors = 0
+        self.redis_skipped = 0
+        self.feed_up = False
         self._listener: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._local)
+
+    @property
+    def unsynced(self) -> int:
+        return len(self._unsynced)
 
     async def start(self) -> None:
         if self.redis is not None and self._listener is None:
@@ -76,34 +159,116 @@ class SessionStore:
         for window in self._local.values():
             window.config = config
 
+    # -- reading ----------------------------------------------------------------------------
+
     async def get(self, session_id: str) -> SessionWindow | None:
         """The session's window, or ``None`` for a session this region has not seen."""
-        window = self._local_get(session_id)
-        if window is None and self.redis is not None:
-            window = await self._read_through(session_id)
+        return (await self.get_many((session_id,)))[session_id]
+
+    async def get_many(self, session_ids: Iterable[str]) -> dict[str, SessionWindow | None]:
+        """The windows of ``session_ids``: local ones at once, the rest in one Redis round
+        trip (``None`` for a session unknown, or when Redis cannot be asked)."""
+        found: dict[str, SessionWindow | None] = {}
+        missing: list[str] = []
+        for session_id in session_ids:
+            if session_id in found:
+                continue
+            window = self._local_get(session_id)
+            found[session_id] = window
+            if window is None:
+                missing.append(session_id)
+        if missing and self.redis is not None:
+            for session_id, window in zip(missing, await self._read_through(missing), strict=True):
+                held = self._local_get(session_id)  # created while Redis was asked?
+                if held is not None:
+                    found[session_id] = held
+                elif window is not None:
+                    self._put(session_id, window)
+                    found[session_id] = window
+        return found
+
+    def create(self, session_id: str) -> SessionWindow:
+        """A new, empty window for ``session_id``, held locally."""
+        window = SessionWindow(session_id, self.config)
+        self._put(session_id, window)
         return window
 
     async def get_or_create(self, session_id: str) -> SessionWindow:
         window = await self.get(session_id)
-        if window is None:
-            window = SessionWindow(session_id, self.config)
-            self._put(session_id, window)
-        return window
+        return window if window is not None else self.create(session_id)
+
+    # -- writing ----------------------------------------------------------------------------
 
     async def saved(self, window: SessionWindow) -> None:
         """Records that ``window`` changed: re-sizes it locally and writes it through."""
-        self._put(window.session_id, window)
-        if self.redis is None:
+        await self.save_many((window,))
+
+    async def save_many(self, windows: Collection[SessionWindow]) -> None:
+        """Records that ``windows`` changed; writes them through in one pipeline."""
+        for window in windows:
+            self._put(window.session_id, window)
+        if self.redis is None or not windows:
             return
-        data = window.to_msgpack()
+        ids = [w.session_id for w in windows]
+        self._unsynced.update(ids)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(KEY_PREFIX + window.session_id, data, px=self.config.span_ms)
+            await self._call("write", lambda: self._write(windows))
+        except (RedisError, _Skipped):
+            return  # counted; written through once Redis is back
+        self._unsynced.difference_update(ids)
+
+    async def _write(self, windows: Iterable[SessionWindow]) -> None:
+        assert self.redis is not None
+        span_ms = self.config.span_ms
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for window in windows:
+                pipe.set(KEY_PREFIX + window.session_id, window.to_msgpack(), px=span_ms)
                 pipe.publish(INVALIDATION_CHANNEL, f"{self.node_id}|{window.session_id}")
-                await pipe.execute()
+            await pipe.execute()
+
+    async def _read_through(self, session_ids: list[str]) -> list[SessionWindow | None]:
+        redis = self.redis
+        assert redis is not None
+        keys = [KEY_PREFIX + s for s in session_ids]
+        try:
+            values = await self._call("read", lambda: redis.mget(keys))
+        except (RedisError, _Skipped):
+            return [None] * len(session_ids)  # counted; served as new sessions meanwhile
+        return [self._decode(s, v) for s, v in zip(session_ids, values, strict=True)]
+
+    def _decode(self, session_id: str, data: object) -> SessionWindow | None:
+        if not isinstance(data, bytes):
+            return None
+        try:
+            return SessionWindow.from_msgpack(data, self.config)
+        except FeatureContractError as exc:
+            log.warning("dropping unreadable session %r from redis: %s", session_id[:64], exc)
+            return None
+
+    async def _call(self, op: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One Redis call under the breaker; raises :class:`_Skipped` when it is open and
+        :class:`RedisError` (counted) when the call fails or times out."""
+        if not self.breaker.allow():
+            self.redis_skipped += 1
+            if self.metrics is not None:
+                self.metrics.redis_skipped.labels(op).inc()
+            raise _Skipped(op)
+        try:
+            result = await call()
         except RedisError as exc:
-            self.redis_errors += 1
-            log.warning("session write-through failed (serving from local state): %s", exc)
+            self.breaker.failed()
+            self._count_error(op)
+            log.warning("session %s failed (serving from local state): %s", op, exc)
+            raise
+        self.breaker.succeeded()
+        return result
+
+    def _count_error(self, op: str) -> None:
+        self.redis_errors += 1
+        if self.metrics is not None:
+            self.metrics.redis_errors.labels(op).inc()
+
+    # -- the local LRU ----------------------------------------------------------------------
 
     def _local_get(self, session_id: str) -> SessionWindow | None:
         window = self._local.get(session_id)
@@ -116,26 +281,8 @@ class SessionStore:
         self._local.move_to_end(session_id)
         return window
 
-    async def _read_through(self, session_id: str) -> SessionWindow | None:
-        assert self.redis is not None
-        try:
-            data = await self.redis.get(KEY_PREFIX + session_id)
-        except RedisError as exc:
-            self.redis_errors += 1
-            log.warning("session read-through failed (treating as new): %s", exc)
-            return None
-        if not isinstance(data, bytes):
-            return None
-        try:
-            window = SessionWindow.from_msgpack(data, self.config)
-        except FeatureContractError as exc:
-            log.warning("dropping unreadable session %r from redis: %s", session_id[:64], exc)
-            return None
-        self._put(session_id, window)
-        return window
-
     def _put(self, session_id: str, window: SessionWindow) -> None:
-        size = _WINDOW_BYTES + _ENTRY_BYTES * len(window)
+        size = window_bytes(window)
         self.bytes += size - self._sizes.get(session_id, 0)
         self._sizes[session_id] = size
         self._local[session_id] = window
@@ -149,45 +296,70 @@ class SessionStore:
 
     def _drop(self, session_id: str) -> None:
         self._local.pop(session_id, None)
+        self._unsynced.discard(session_id)
         self.bytes -= self._sizes.pop(session_id, 0)
 
-    def _forget_all(self) -> None:
-        self._local.clear()
-        self._sizes.clear()
-        self.bytes = 0
+    # -- the invalidation feed --------------------------------------------------------------
 
     async def _listen_for_invalidations(self) -> None:
         assert self.redis is not None
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0, stable_after_s=5 * self.feed_ping_s)
         feed_lost = False
         while True:
-            pubsub: Any = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub: Any = self.redis.pubsub()
             try:
                 await pubsub.subscribe(INVALIDATION_CHANNEL)
-                backoff = 0.1
                 if feed_lost:
-                    # Invalidations published while the feed was down were missed.
-                    self._forget_all()
+                    await self._resync()
                     feed_lost = False
-                async for message in pubsub.listen():
+                self.feed_up = True
+                backoff.succeeded()
+                await self._follow(pubsub)
+            except (RedisError, OSError, _FeedStalled) as exc:
+                self._count_error("feed")
+                self.feed_up = False
+                feed_lost = True
+                backoff.lost()
+                delay = backoff.next_delay()
+                log.warning("session invalidation feed lost (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.feed_up = False
+                with contextlib.suppress(RedisError, OSError, RuntimeError):
+                    await pubsub.aclose()
+
+    async def _follow(self, pubsub: Any) -> None:
+        """Reads invalidations; pings every ``feed_ping_s`` and gives up (raising
+        :class:`_FeedStalled`) when nothing, not even a pong, came for two of them."""
+        loop = asyncio.get_running_loop()
+        ping_s = self.feed_ping_s
+        heard = next_ping = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=min(ping_s, 0.5))
+            now = loop.time()
+            if message is not None:
+                heard = now
+                if message.get("type") == "message":
                     node, _, session_id = _text(message.get("data")).partition("|")
                     if node != self.node_id:
                         self._drop(session_id)
-            except RedisError as exc:
-                self.redis_errors += 1
-                if not feed_lost:
-                    # Without invalidations a local copy may be stale: forget them all, once
-                    # (not on every failed retry: while Redis is down, local state is all
-                    # there is to serve from).
-                    self._forget_all()
-                    feed_lost = True
-                log.warning("session invalidation feed lost (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                with contextlib.suppress(RedisError, RuntimeError):
-                    await pubsub.aclose()
+            if now - heard > 2 * ping_s:
+                raise _FeedStalled(f"no answer from redis for {now - heard:.1f}s")
+            if now >= next_ping:
+                await pubsub.ping()
+                next_ping = now + ping_s
 
+    async def _resync(self) -> None:
+        """After the feed was down: copies that may have missed an invalidation are dropped,
+        windows changed meanwhile are written through (last writer wins, as ever)."""
+        for session_id in [s for s in self._local if s not in self._unsynced]:
+            self._drop(session_id)
+        pending = [self._local[s] for s in self._unsynced if s in self._local]
+        for start in range(0, len(pending), RESYNC_CHUNK):
+            chunk = pending[start : start + RESYNC_CHUNK]
+            await self._write(chunk)
+            self._unsynced.difference_update(w.session_id for w in chunk)
+        self.breaker.succeeded()
 
 def _text(data: object) -> str:
     if isinstance(data, bytes):

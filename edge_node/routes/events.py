@@ -6,9 +6,10 @@ import dataclasses
 import time
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
+from edge_node.body import BodyLimits, read_body
 from edge_node.errors import (
     BadRequest,
     Overloaded,
@@ -38,7 +39,7 @@ async def post_events(request: Request) -> Response:
     wire = _wire_format(request)
     settings = state.settings
     ingest_keys(settings.api_keys, settings.site_keys).check(request.headers, request.query_params)
-    body = await _read_body(request, state.settings.max_body_bytes)
+    body = await read_body(request, BodyLimits.from_settings(settings))
     try:
         batch = decode_body(body, wire)
     except EventError as exc:
@@ -51,9 +52,7 @@ async def post_events(request: Request) -> Response:
     received_at = int(time.time() * 1000)
     observer = state.recommender.observer
     rejections = list(batch.rejections)
-    fresh: list[tuple[Event, SessionWindow]] = []
-    seen_in_batch: set[str] = set()
-    duplicates = 0
+    admitted: list[Event] = []
     longest_wait = 0.0
     for index, event in enumerate(batch.events):
         wait = state.session_buckets.take(event.session_id)
@@ -65,35 +64,51 @@ async def post_events(request: Request) -> Response:
             )
             rejections.append(Rejection(index, error))
             continue
-        window = await state.sessions.get_or_create(event.session_id)
-        if event.event_id in seen_in_batch or window.has_seen(event.event_id):
+        admitted.append(event)
+    # One Redis round trip for every session of the batch not held here; no window is
+    # created before its events are safe in the spool.
+    windows = await state.sessions.get_many(event.session_id for event in admitted)
+    fresh: list[Event] = []
+    seen_in_batch: set[str] = set()
+    duplicates = 0
+    for event in admitted:
+        window = windows[event.session_id]
+        if event.event_id in seen_in_batch or (
+            window is not None and window.has_seen(event.event_id)
+        ):
             duplicates += 1
             continue
         seen_in_batch.add(event.event_id)
         stamped = dataclasses.replace(
             event, received_at=received_at, region=settings.region, node=settings.node
         )
-        fresh.append((stamped, window))
+        fresh.append(stamped)
 
     if fresh:
         try:
-            await state.uplink.submit([encode_msgpack(event) for event, _ in fresh])
+            await state.uplink.submit([encode_msgpack(event) for event in fresh])
         except (UplinkOverloadedError, UplinkUnavailableError) as exc:
             observer.rejected("uplink")
             raise Overloaded(
                 "event uplink is full; retry the same events later", retry_after_s=exc.retry_after_s
             ) from exc
     # Only now, with the events safe in the spool, do the windows take them.
+    # An impression alone opens no window: it feeds click-through, not the session's state.
     changed: dict[str, SessionWindow] = {}
-    for event, window in fresh:
+    for event in fresh:
+        window = windows[event.session_id]
+        if window is None:
+            if event.type == "impression":
+                continue
+            window = windows[event.session_id] = state.sessions.create(event.session_id)
         window.add(event)
         changed[window.session_id] = window
-    for window in changed.values():
-        await state.sessions.saved(window)
-        state.streams.notify(window.session_id)
+    await state.sessions.save_many(changed.values())
+    for session_id in changed:
+        state.streams.notify(session_id)
 
     feedback = state.recommender.feedback
-    for event, _ in fresh:
+    for event in fresh:
         if event.request_id is not None and event.type in ("impression", "click"):
             issued = feedback.verify(event.request_id, event.session_id)
             if isinstance(issued, str):  # kept as an event, not counted toward CTR
@@ -126,31 +141,3 @@ def _wire_format(request: Request) -> WireFormat:
             "send events as application/json or application/msgpack", field="content-type"
         )
     return wire
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest(
-                "Content-Length is not a number", code="bad_header", field="content-length"
-            )
-        if int(declared) > limit:
-            raise PayloadTooLarge(f"a request body is at most {limit} bytes", code="body_too_large")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"a request body is at most {limit} bytes", code="body_too_large"
-                )
-            chunks.append(chunk)
-    except ClientDisconnect as exc:
-        # The client gave up before sending the body it announced: its fault, not ours
-        # (as a 500 it would count against the model being rolled out).
-        raise BadRequest(
-            "the connection closed before the body was complete", code="incomplete_body"
-        ) from exc
-    return b"".join(chunks)

@@ -15,6 +15,9 @@ from edge_node.routes.common import edge_state, json_response
 from edge_node.state import EdgeState
 from protocol.rollout import to_dict
 
+# Served outside the in-flight cap: probes and scrapes must answer while the edge is busy.
+UNCAPPED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
@@ -97,7 +100,13 @@ def _rollout(state: EdgeState) -> dict[str, Any] | None:
 async def metrics(request: Request) -> Response:
     state = edge_state(request)
     m = state.metrics
-    m.sessions.set(len(state.sessions))
+    sessions = state.sessions
+    m.sessions.set(len(sessions))
+    m.session_bytes.set(sessions.bytes)
+    m.session_evictions.set(sessions.evictions)
+    m.sessions_unsynced.set(sessions.unsynced)
+    m.redis_breaker_state.set(int(sessions.breaker.state))
+    m.redis_feed_up.set(1 if sessions.feed_up else 0)
     spool = state.uplink.spool
     m.spool_pending_bytes.set(spool.pending_bytes)
     m.spool_pending_events.set(spool.pending_records)

@@ -3,7 +3,8 @@
 The server sends ``{"type": "recommendations", ...}`` on connect and after every event of
 the session this node accepts; the client may send ``{"type": "ping"}`` (answered with
 ``{"type": "pong"}``). Anything else gets an ``{"type": "error", "error": {...}}`` frame;
-the connection stays open. Close codes: 1008 bad parameters, 1013 too many streams.
+the connection stays open. Close codes: 1008 bad parameters, 1013 too many streams (for
+the session, the client address or the edge: the reason says which).
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ async def stream(websocket: WebSocket) -> None:
     except EdgeError as exc:
         await _refuse(websocket, 1008, exc.message)
         return
+    client = websocket.client
     try:
-        subscription = state.streams.subscribe(query.session_id)
-    except TooManyStreams:
-        await _refuse(websocket, 1013, "too many streams for this session")
+        subscription = state.streams.subscribe(query.session_id, client.host if client else "-")
+    except TooManyStreams as exc:
+        state.recommender.observer.rejected("streams")
+        await _refuse(websocket, 1013, f"too many streams for this {exc.scope}")
         return
     send_lock = asyncio.Lock()
     try:

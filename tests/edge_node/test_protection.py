@@ -85,11 +85,11 @@ async def test_requests_beyond_the_concurrency_limit_get_503_with_retry_after(
         )
         # Once the held upload is inside the app, every other request is refused at once.
         deadline = time.monotonic() + POLL_DEADLINE_S
-        refused = await client.get(f"{edge.url}/healthz")
+        refused = await client.get(f"{edge.url}/v1/model")
         while refused.status_code == 200:
             assert time.monotonic() < deadline, "the held upload never counted as in flight"
             await asyncio.sleep(POLL_INTERVAL_S)
-            refused = await client.get(f"{edge.url}/healthz")
+            refused = await client.get(f"{edge.url}/v1/model")
 
         assert_error(refused, 503, "overloaded")
         assert refused.headers["retry-after"] == "1"
@@ -97,6 +97,10 @@ async def test_requests_beyond_the_concurrency_limit_get_503_with_retry_after(
             f"{edge.url}/v1/recommendations", params={"session_id": "other"}
         )
         assert_error(also_refused, 503, "overloaded")
+        # Probes and scrapes are served outside the cap.
+        for path in ("/healthz", "/readyz", "/metrics"):
+            probe = await client.get(f"{edge.url}{path}")
+            assert probe.status_code == 200, path
 
         upload.release.set()
         finished = await held
