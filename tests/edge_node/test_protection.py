@@ -226,17 +226,18 @@ async def test_a_known_api_key_is_accepted(keyed_edge: EdgeServer, headers: dict
     assert response.json()["accepted"] == 1
 
 
-async def test_browser_json_needs_no_api_key_but_a_wrong_one_is_refused(
-    keyed_edge: EdgeServer,
-) -> None:
+async def test_json_needs_a_key_too_when_the_edge_has_keys(keyed_edge: EdgeServer) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         without = await client.post(f"{keyed_edge.url}/v1/events", json=event("browser"))
         wrong = await client.post(
             f"{keyed_edge.url}/v1/events", json=event("browser"), headers={"x-proxima-key": "nope"}
         )
-    assert without.status_code == 202
-    assert without.json()["accepted"] == 1
+        right = await client.post(
+            f"{keyed_edge.url}/v1/events", json=event("browser"), headers={"x-proxima-key": "k1"}
+        )
+    assert_error(without, 401, "missing_api_key")
     assert_error(wrong, 401, "bad_api_key")
+    assert right.status_code == 202
 
 
 # -- a full spool -----------------------------------------------------------------------------

@@ -11,11 +11,7 @@ import nats
 import pytest
 
 from edge_node.model_store import Canary, ModelStore
-from edge_node.telemetry import (
-    TelemetryPublisher,
-    TelemetryRecorder,
-    variant_of_request,
-)
+from edge_node.telemetry import TelemetryPublisher, TelemetryRecorder
 from protocol.keys import load_public_key
 from protocol.telemetry import TelemetryReport, decode_report
 from runtime.backoff import Backoff
@@ -54,15 +50,11 @@ def test_a_canary_answers_its_share_of_sessions_and_a_session_keeps_its_variant(
     two_models.set_canary(Canary(canary.model, 30, shadow=False))
 
 
-def test_the_variant_is_read_back_from_the_request_id() -> None:
+def test_the_interval_counts_verified_feedback_answers_and_statuses() -> None:
     recorder = TelemetryRecorder()
-    assert variant_of_request("edge-1-abc123-1f.c") == "canary"
-    assert variant_of_request("edge-1-abc123-1f.s") == "stable"
-    for foreign in (None, "", "x", "edge-1-abc123-1f", "a.b.x"):
-        assert variant_of_request(foreign) is None
-    recorder.feedback("impression", "n-1.c")
-    recorder.feedback("click", "n-2.c")
-    recorder.feedback("click", "elsewhere")
+    recorder.variant_feedback("canary", "impression")
+    recorder.variant_feedback("canary", "click")
+    recorder.variant_feedback("canary", "view")  # not feedback: ignored
     recorder.answered("canary", 8, 0.001)
     recorder.failed("canary", 8)
     recorder.http(200)
@@ -90,7 +82,7 @@ async def test_an_edge_publishes_what_it_answered_on_its_telemetry_subject(
                 f"{edge.url}/v1/recommendations", params={"session_id": f"x{n}"}
             )
             assert answer.status_code == 200
-            assert answer.json()["request_id"].endswith(".s")
+            assert answer.json()["variant"] == "stable"
     answered = 0
     deadline = asyncio.get_running_loop().time() + 30
     while answered < 12 and asyncio.get_running_loop().time() < deadline:
