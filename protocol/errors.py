@@ -40,6 +40,7 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── Overloaded                503  with Retry-After
     │   ├── NotReady                  503  no verified bundle loaded yet
     │   ├── RequestTimeout            408  edge_node.body: a request body came too late or slow
+    │   ├── OriginNotAllowed          403  edge_node.middleware.site_keys: a site key, wrong origin
     │   └── TooManyStreams            429  edge_node.streams: a session's streams are capped
     ├── RulesError                    400  edge_node.rules.errors: a rules document is invalid
     ├── UplinkError                   500  edge_node.uplink.errors: the event uplink and spool
