@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -28,12 +29,7 @@ def _served(
         items=tuple(items), propensities=(1.0,) * len(items), variant=variant,  # type: ignore[arg-type]
         bundle=bundle, policy="none",
     )  # fmt: skip
-    event = served_event(answer, f"evt{next(_ids):06d}")
-    return Event(**{**_fields(event), "region": "eu"})
-
-
-def _fields(event: Event) -> dict[str, object]:
-    return {name: getattr(event, name) for name in event.__dataclass_fields__}
+    return dataclasses.replace(served_event(answer, f"evt{next(_ids):06d}"), region="eu")
 
 
 def test_clicks_and_purchases_go_to_the_answers_that_led_to_them(tmp_path: Path) -> None:
