@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from protocol.errors import BundleError, ManifestError, PartError, SignatureError
-from protocol.keys import key_id
+from protocol.keys import TrustedKeys, key_id
 from protocol.manifest import (
     FORMAT,
     MAX_MANIFEST_BYTES,
@@ -149,9 +149,13 @@ def build_bundle(
 
 
 def read_bundle(
-    data: bytes, public_key: Ed25519PublicKey, *, max_bytes: int = MAX_BUNDLE_BYTES
+    data: bytes,
+    public_key: Ed25519PublicKey | TrustedKeys,
+    *,
+    max_bytes: int = MAX_BUNDLE_BYTES,
 ) -> Bundle:
-    """Checks a bundle against the trusted ``public_key`` and returns its parts.
+    """Checks a bundle against the trusted ``public_key`` (or the key of the trusted set that
+    its manifest names; a revoked key id is refused as ``key_revoked``) and returns its parts.
 
     Checks, in order: size, archive structure, manifest and signature present, signature,
     manifest fields, no unexpected member, then each part's size and sha256.
@@ -165,6 +169,8 @@ def read_bundle(
             raise SignatureError("the bundle has no manifest.sig", code="missing_signature")
         manifest_bytes = _read_manifest_bytes(archive, members[MANIFEST_MEMBER])
         signature = _read_signature(archive, members[SIGNATURE_MEMBER])
+        if isinstance(public_key, TrustedKeys):
+            public_key = _named_key(manifest_bytes, public_key)
         _verify_signature(manifest_bytes, signature, public_key)
         manifest = Manifest.from_json_bytes(manifest_bytes)
         trusted_id = key_id(public_key)
@@ -304,6 +310,23 @@ def _verify_signature(
         f"the manifest signature does not verify against key {trusted_id}: "
         "the manifest or its signature was altered",
     )
+
+
+def _named_key(manifest_bytes: bytes, trusted: TrustedKeys) -> Ed25519PublicKey:
+    """The trusted key the (still unverified) manifest names; refusing is always safe."""
+    claimed = _claimed_key_id(manifest_bytes)
+    if claimed is not None and claimed in trusted.revoked:
+        raise SignatureError(
+            f"bundle signed by key {claimed}, which is revoked", code="key_revoked", field="key_id"
+        )
+    key = trusted.get(claimed) if claimed is not None else None
+    if key is None:
+        raise SignatureError(
+            f"bundle signed by key {claimed}, this edge trusts keys {trusted.describe()}",
+            code="key_mismatch",
+            field="key_id",
+        )
+    return key
 
 
 def _claimed_key_id(manifest_bytes: bytes) -> str | None:

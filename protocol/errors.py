@@ -41,6 +41,8 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── NotReady                  503  no verified bundle loaded yet
     │   ├── RequestTimeout            408  edge_node.body: a request body came too late or slow
     │   ├── OriginNotAllowed          403  edge_node.middleware.site_keys: a site key, wrong origin
+    │   ├── HeaderTimeout             408  edge_node.middleware.connections: headers too late
+    │   ├── HeadersTooLarge           431  edge_node.middleware.connections
     │   └── TooManyStreams            429  edge_node.streams: a session's streams are capped
     ├── RulesError                    400  edge_node.rules.errors: a rules document is invalid
     ├── UplinkError                   500  edge_node.uplink.errors: the event uplink and spool
@@ -77,6 +79,8 @@ The whole tree, with each class's status and the module it lives in::
     │   │   ├── LakeSchemaError       422  a file is not of this schema version
     │   │   ├── LakeCorruptError      422  a file or manifest is torn or unreadable
     │   │   └── LakeNotFoundError     404  the lake root does not exist
+    │   ├── EngineError               400  central.training.errors: a query engine fails
+    │   │   └── EngineUnavailableError  400  the engine --engine names is not installed
     │   ├── CatalogServiceError       500  central.catalog.errors: the catalog feed
     │   │   ├── CatalogAuthError      401  the bearer token is missing or wrong
     │   │   ├── WebhookSignatureError 401  a webhook's signature or timestamp fails
