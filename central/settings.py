@@ -203,3 +203,52 @@ class RolloutSettings:
 
     def nats_settings(self) -> NatsSettings:
         return _nats(self.nats_url, "proxima-rollout")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LakeWriterSettings:
+    """``[lake]``: the lake writer, a member of a Kafka consumer group (central.lake.writer)."""
+
+    kafka_bootstrap: str = _kafka_setting()
+    topic: str = _topic_setting()
+    lake_dir: Path = setting(
+        Path("./proxima-lake"), flag="--lake", help="Root directory of the event lake."
+    )
+    group_id: str = setting(
+        "proxima-lake", help="Kafka consumer group of the lake writers; writers in it share "
+        "the partitions.",
+    )  # fmt: skip
+    file_bytes: int = setting(
+        64 * 1024 * 1024, min=1024, max=4 * 1024**3,
+        help="Commit a partition's rows once this many bytes of events are held.",
+    )  # fmt: skip
+    roll_interval_s: float = setting(
+        60.0, min=0.05, max=86_400.0, duration=True, flag="--roll-interval",
+        help="Commit a partition's rows once the oldest has been held this long.",
+    )  # fmt: skip
+    max_buffer_bytes: int = setting(
+        256 * 1024 * 1024, min=1024, max=64 * 1024**3,
+        help="Bytes of events held over all partitions; above it the largest is committed.",
+    )  # fmt: skip
+    retention_days: int = setting(
+        0, min=0, max=100_000, help="Delete days older than this many days (0: keep all)."
+    )
+    compact_min_files: int = setting(
+        8, min=2, max=100_000,
+        help="Compact a day's files of one partition into one once there are this many.",
+    )  # fmt: skip
+    maintenance_interval_s: float = setting(
+        600.0, min=0.05, max=86_400.0, duration=True, flag="--maintenance-interval",
+        help="How often retention and compaction run.",
+    )  # fmt: skip
+    max_poll_records: int = setting(
+        5_000, min=1, max=1_000_000, help="Kafka records read per poll."
+    )
+    session_timeout_s: float = setting(
+        10.0, min=1.0, max=300.0, duration=True, flag="--session-timeout",
+        help="How long the group waits for a silent writer before giving its partitions "
+        "to the others.",
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        check_ranges(self)

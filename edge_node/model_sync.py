@@ -38,7 +38,8 @@ from edge_node.bundle_cache import BundleCache
 from edge_node.model_store import Canary, ModelStore, Refusal
 from protocol.bundle import inspect_bundle
 from protocol.errors import ProtocolError
-from protocol.rollout import RolloutState
+from protocol.keys import TrustedKeys
+from protocol.rollout import Floor, RolloutError, RolloutState, admit
 from protocol.serving import ServingModel
 from protocol.subjects import bundle_object_name
 from runtime.backoff import Backoff
@@ -71,6 +72,10 @@ class SyncStatus:
     refused_versions: tuple[int, ...]
 
 
+class _RecordRefused(Exception):
+    """A rollout record this edge will not follow (unsigned, replayed, below the floor)."""
+
+
 class _Retry(Exception):
     """A fetch failed for a reason that may pass (no connection, object not there yet)."""
 
@@ -86,6 +91,7 @@ class ModelSync(BusListener):
         timing: SyncTiming | None = None,
         on_swap: Callable[[ServingModel], None] | None = None,
         buckets: Buckets = DEFAULT_BUCKETS,
+        rollout_keys: TrustedKeys | None = None,
     ) -> None:
         self.models = models
         self.bus = bus
@@ -94,6 +100,8 @@ class ModelSync(BusListener):
         self.timing = timing or SyncTiming()
         self.on_swap = on_swap
         self.buckets = buckets
+        self.rollout_keys = rollout_keys  # when set, only records signed with these are followed
+        self._floor = Floor()
         self._lifecycle = Lifecycle("the model sync")
         self._connection: BusConnection | None = None
         self._registry: ModelRegistry | None = None
@@ -125,6 +133,8 @@ class ModelSync(BusListener):
         self._lifecycle.begin_start()
         if self.models.current is None:
             await self._load_from_cache()
+        if self.models.current is not None:  # never go below what this edge already serves
+            self._floor = Floor(self._floor.step, self.models.current.version)
         self.models.stale = True  # until the rollout is read over a live connection
         self._follow = asyncio.create_task(self._follow_rollout(), name="model-sync-apply")
         self.bus.attach(self)
@@ -229,7 +239,14 @@ class ModelSync(BusListener):
                     self._offer(None)
                     continue
                 try:
-                    self._offer(RolloutState.decode(entry.value))
+                    self._offer(self._admitted(RolloutState.decode(entry.value)))
+                except _RecordRefused as exc:
+                    self._note_error(
+                        f"refused rollout record (revision {entry.revision}): {exc}; "
+                        "keeping the current bundle",
+                        loud=True,
+                    )
+                    self._rollout_changed.set()
                 except ProtocolError as exc:
                     self._note_error(
                         f"malformed rollout record (revision {entry.revision}): {exc.message}; "
@@ -241,6 +258,19 @@ class ModelSync(BusListener):
             # Bounded: on a connection that just went silent, unsubscribing could wait.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(watcher.stop(), _WATCHER_STOP_S)
+
+    def _admitted(self, record: RolloutState) -> RolloutState:
+        """``record``, when this edge requires no signature or the record passes
+        :func:`protocol.rollout.admit`; else :class:`_RecordRefused` (recorded as a refusal)."""
+        keys = self.rollout_keys
+        if keys is None:
+            return record
+        try:
+            self._floor = admit(record, keys, self._floor)
+        except RolloutError as exc:
+            self._record_refusal(f"nats:rollout/{self.region}", exc.code, exc.message)
+            raise _RecordRefused(f"{exc.message} [{exc.code}]") from exc
+        return record
 
     def _offer(self, rollout: RolloutState | None) -> None:
         self._rollout = rollout

@@ -5,6 +5,14 @@ day (Hive-style, so DuckDB and Spark read the partition column ``date`` from the
 ``<root>/_manifests/`` holds what writers commit with their files (the Kafka offsets a
 file covers). Files whose names start with ``.`` or ``_`` are not data: readers skip them,
 as Hive, Spark and DuckDB do, so a file being written (``.name.tmp``) is never read.
+``<root>/_staging/`` holds commits under way (:mod:`central.lake.commit`).
+
+A file's name records the offsets it covers (:mod:`central.lake.names`); a compacted file
+supersedes the files it replaced from the moment it has its name, and :meth:`data_files`
+leaves superseded files out. :meth:`glob` cannot: a reader that globs may, for the instant
+between a compaction's rename and its removal of the inputs (or until the next writer
+start after a crash there), see rows twice. Pass :meth:`data_files` to readers that take
+a list of files.
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ from pathlib import Path
 from typing import Final
 
 from central.lake.errors import LakeNotFoundError
+from central.lake.names import live_files
 from central.lake.schema import SCHEMA_VERSION
 
 EVENTS_DIR: Final = "events"
 MANIFESTS_DIR: Final = "_manifests"
+STAGING_DIR: Final = "_staging"
 DATE_PREFIX: Final = "date="
 
 
@@ -39,6 +49,10 @@ class LakeLayout:
     def manifests(self) -> Path:
         return self.root / MANIFESTS_DIR
 
+    @property
+    def staging(self) -> Path:
+        return self.root / STAGING_DIR
+
     def day(self, date: str) -> Path:
         return self.events / f"{DATE_PREFIX}{date}"
 
@@ -53,20 +67,25 @@ class LakeLayout:
         )
 
     def data_files(self, dates: list[str] | None = None) -> list[Path]:
-        """Every committed Parquet file, by date then name; ``dates`` limits the days."""
+        """Every committed Parquet file, by date then name; ``dates`` limits the days.
+
+        Files a compacted file supersedes are left out."""
         chosen = self.days() if dates is None else dates
         files: list[Path] = []
         for date in chosen:
-            directory = self.day(date)
-            if directory.is_dir():
-                files.extend(
-                    sorted(
-                        path
-                        for path in directory.iterdir()
-                        if path.suffix == ".parquet" and not path.name.startswith((".", "_"))
-                    )
-                )
+            files.extend(live_files(self.day_files(date)))
         return files
+
+    def day_files(self, date: str) -> list[Path]:
+        """Every Parquet file of one day that has its name, superseded ones included."""
+        directory = self.day(date)
+        if not directory.is_dir():
+            return []
+        return sorted(
+            path
+            for path in directory.iterdir()
+            if path.suffix == ".parquet" and not path.name.startswith((".", "_"))
+        )
 
     def glob(self) -> str:
         """The pattern DuckDB and Spark read every data file with."""
