@@ -4,11 +4,18 @@ The trainer holds the private key (``signing.key``); edges hold only the public 
 (``signing.pub``). The loaders take bytes, since callers read the files, and raise
 :class:`~protocol.errors.KeyFileError` saying what is wrong with what they were given.
 Writing key files is :func:`central.keys.write_keypair`'s: this module does no file I/O.
+
+Keys are named by their :func:`key_id`, which every bundle manifest (and every signed
+rollout record) carries. An edge trusts a :class:`TrustedKeys` set: several public keys at
+once, so a new signing key can be rolled out before the trainer signs with it, and a list
+of revoked key ids whose signatures are refused even while their key is still listed.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -55,6 +62,45 @@ def key_id(public_key: Ed25519PublicKey) -> str:
         encoding=serialization.Encoding.Raw, format=serialization.PublicFormat.Raw
     )
     return hashlib.sha256(raw).hexdigest()[:KEY_ID_HEX_CHARS]
+
+
+@dataclass(frozen=True)
+class TrustedKeys:
+    """The public keys signatures may verify against, by key id, and the revoked key ids."""
+
+    keys: Mapping[str, Ed25519PublicKey]
+    revoked: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(
+        cls, public_keys: Iterable[Ed25519PublicKey], revoked: Iterable[str] = ()
+    ) -> TrustedKeys:
+        keys = {key_id(key): key for key in public_keys}
+        if not keys:
+            raise KeyFileError("at least one trusted public key is needed", code="no_keys")
+        revoked_ids = frozenset(revoked)
+        for kid in revoked_ids:
+            if not is_key_id(kid):
+                raise KeyFileError(
+                    f"revoked key id {kid[:40]!r} is not 16 lowercase hex characters",
+                    code="bad_key_id",
+                )
+        return cls(keys, revoked_ids)
+
+    def get(self, kid: str) -> Ed25519PublicKey | None:
+        """The trusted, unrevoked key of ``kid``, if there is one."""
+        return None if kid in self.revoked else self.keys.get(kid)
+
+    def describe(self) -> str:
+        return ", ".join(sorted(k for k in self.keys if k not in self.revoked)) or "none"
+
+
+def is_key_id(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == KEY_ID_HEX_CHARS
+        and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 def load_private_key(data: bytes) -> Ed25519PrivateKey:

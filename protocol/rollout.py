@@ -1,27 +1,45 @@
 """The rollout record: which bundle each region serves, as kept in the ``proxima-rollout`` KV.
 
 Key ``<region>``; value a JSON object ``{stable, canary, canary_percent, rules_version,
-step, updated_at, shadow}`` (``shadow`` may be absent: false). Edges watch their region's
-key, so a change is pushed, not polled.
+step, updated_at, shadow, by, rollback, key_id, signature}`` (the last five may be absent:
+``shadow`` and ``rollback`` false, the others null). Edges watch their region's key, so a
+change is pushed, not polled.
 Sessions are assigned to the canary by a stable hash of their id, so a session never
 flips between variants while the percentage holds.
+
+``step`` grows by one with every record written for a region: it is the record's monotonic
+counter. ``by`` names who wrote it (an operator, or the controller). A record may be
+signed (:meth:`RolloutState.signed`) with an operator's or the controller's Ed25519 key:
+``signature`` covers every other field, ``key_id`` included. An edge that requires signed
+records refuses unsigned ones, ones older (lower ``step``) than the last it accepted, and
+a stable version below its version floor unless ``rollback`` asks for it
+(see :func:`admit`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol.errors import ProtocolError
+from protocol.keys import TrustedKeys, is_key_id, key_id
 
 Variant = Literal["stable", "canary"]
 
 
 class RolloutError(ProtocolError):
     code = "bad_rollout"
+
+
+MAX_BY_CHARS: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +51,10 @@ class RolloutState:
     step: int = 0
     updated_at: str = ""
     shadow: bool = False  # score the canary on live requests without serving it
+    by: str | None = None  # who wrote the record: an operator, or "controller"
+    rollback: bool = False  # an explicit return to an older stable bundle
+    key_id: str | None = None  # of the key that signed the record
+    signature: str | None = None  # base64 Ed25519 signature of signed_bytes()
 
     def __post_init__(self) -> None:
         for name in ("stable", "canary"):
@@ -57,6 +79,53 @@ class RolloutState:
             raise RolloutError("shadow must be true or false", field="shadow")
         if self.shadow and self.canary is None:
             raise RolloutError("shadow needs a canary version", field="shadow")
+        if self.by is not None and (not isinstance(self.by, str) or len(self.by) > MAX_BY_CHARS):
+            raise RolloutError(f"by must be null or at most {MAX_BY_CHARS} characters", field="by")
+        if not isinstance(self.rollback, bool):
+            raise RolloutError("rollback must be true or false", field="rollback")
+        if self.rollback and self.stable is None:
+            raise RolloutError("rollback needs a stable version", field="rollback")
+        if self.key_id is not None and not is_key_id(self.key_id):
+            raise RolloutError("key_id must be 16 lowercase hex characters", field="key_id")
+        if (self.signature is None) != (self.key_id is None):
+            raise RolloutError("signature and key_id go together", field="signature")
+        if self.signature is not None and not isinstance(self.signature, str):
+            raise RolloutError("signature must be a base64 string", field="signature")
+
+    def signed_bytes(self) -> bytes:
+        """What the signature covers: the canonical record without its signature."""
+        fields = asdict(self)
+        del fields["signature"]
+        return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+
+    def signed(self, private_key: Ed25519PrivateKey) -> RolloutState:
+        fields = asdict(self) | {"key_id": key_id(private_key.public_key())}
+        del fields["signature"]
+        payload = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+        signature = base64.b64encode(private_key.sign(payload)).decode("ascii")
+        return RolloutState(**fields, signature=signature)
+
+    def verify(self, keys: TrustedKeys) -> None:
+        """Raises :class:`RolloutError` unless a trusted, unrevoked key signed this record."""
+        if self.signature is None or self.key_id is None:
+            raise RolloutError("the rollout record is not signed", code="unsigned_rollout")
+        if self.key_id in keys.revoked:
+            raise RolloutError(
+                f"the rollout record is signed by revoked key {self.key_id}", code="key_revoked"
+            )
+        key = keys.get(self.key_id)
+        if key is None:
+            raise RolloutError(
+                f"the rollout record is signed by key {self.key_id}; trusted: {keys.describe()}",
+                code="unknown_rollout_key",
+            )
+        try:
+            key.verify(base64.b64decode(self.signature, validate=True), self.signed_bytes())
+        except (InvalidSignature, binascii.Error, ValueError) as exc:
+            raise RolloutError(
+                "the rollout record's signature does not verify: it was altered",
+                code="bad_rollout_signature",
+            ) from exc
 
     def versions(self) -> set[int]:
         return {v for v in (self.stable, self.canary) if v is not None}
@@ -87,6 +156,43 @@ class RolloutState:
             return cls(**raw)
         except TypeError as exc:
             raise RolloutError(f"rollout record is incomplete: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """What an edge requiring signed records has accepted: the last counter and the lowest
+    stable version it may go to without an explicit rollback."""
+
+    step: int = -1
+    version: int = 0
+
+
+def admit(record: RolloutState, keys: TrustedKeys, floor: Floor) -> Floor:
+    """Checks ``record`` as an edge that requires signed records; returns the new floor.
+
+    Refused (:class:`RolloutError`): unsigned or not verifying (see :meth:`verify`), a
+    counter below the last accepted (``stale_rollout``: a replayed old record), a stable
+    version below the floor without ``rollback`` (``below_version_floor``).
+    """
+    record.verify(keys)
+    if record.step < floor.step:
+        raise RolloutError(
+            f"rollout record step {record.step} is older than step {floor.step} already "
+            "applied (a replayed record)",
+            code="stale_rollout",
+        )
+    stable = record.stable
+    if stable is None:
+        return Floor(record.step, floor.version)
+    if record.rollback:
+        return Floor(record.step, stable)
+    if stable < floor.version:
+        raise RolloutError(
+            f"rollout record names stable bundle {stable}, below this edge's floor "
+            f"{floor.version}; only a signed rollback record may go back",
+            code="below_version_floor",
+        )
+    return Floor(record.step, max(floor.version, stable))
 
 
 def session_bucket(session_id: str) -> int:
