@@ -27,6 +27,7 @@ from edge_node.breaker import CircuitBreaker
 from edge_node.config import EdgeSettings
 from edge_node.errors import EdgeError, SettingsError
 from edge_node.feedback import FeedbackIds, load_feedback_ids
+from edge_node.keyring import bundle_keys, rollout_keys
 from edge_node.middleware.client_rate import ClientRateLimitMiddleware
 from edge_node.middleware.concurrency import ConcurrencyLimitMiddleware
 from edge_node.middleware.request_metrics import RequestMetricsMiddleware
@@ -44,7 +45,6 @@ from edge_node.state import EdgeState
 from edge_node.streams import StreamHub
 from edge_node.uplink import Uplink
 from protocol.errors import ProtocolError, ProximaError
-from protocol.keys import load_public_key
 from protocol.serving import ServingModel
 from protocol.window import WindowConfig
 from runtime.service import ServiceStack
@@ -79,14 +79,8 @@ class Prepared:
 def prepare(settings: EdgeSettings) -> Prepared:
     """Loads the key, the bundle, the rules and the storefront's files; raises
     :class:`SettingsError` on any problem."""
-    try:
-        key = load_public_key(settings.public_key.read_bytes())
-    except OSError as exc:
-        raise SettingsError(
-            f"cannot read public key {settings.public_key}: {exc.strerror}"
-        ) from exc
-    except ProtocolError as exc:
-        raise SettingsError(f"public key {settings.public_key}: {exc.message}") from exc
+    key = bundle_keys(settings)  # public_key and trusted_public_keys, less the revoked
+    rollout_keys(settings)  # read again by the model sync; checked here, before any port opens
     models = ModelStore(key, rank_cache_sessions=settings.rank_cache_sessions)
     if settings.bundle is None and settings.nats_url is None:
         raise SettingsError("nothing to serve: pass --bundle PATH, or --nats URL to follow the bus")

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from protocol.bundle import read_bundle
 from protocol.errors import ProtocolError
 from protocol.events import Event
+from protocol.keys import TrustedKeys
 from protocol.rollout import Variant, session_bucket
 from protocol.serving import RankCache, ServingModel
 from protocol.window import SessionWindow
@@ -47,7 +48,9 @@ class Canary:
 
 
 class ModelStore:
-    def __init__(self, public_key: Ed25519PublicKey, *, rank_cache_sessions: int = 0) -> None:
+    def __init__(
+        self, public_key: Ed25519PublicKey | TrustedKeys, *, rank_cache_sessions: int = 0
+    ) -> None:
         self.public_key = public_key
         self.rank_cache_sessions = rank_cache_sessions
         self.current: ServingModel | None = None

@@ -20,6 +20,7 @@ from typing import Final
 from edge_node.bundle_cache import BundleCache
 from edge_node.catalog import CatalogCollector, CatalogReplica, overlay, overlay_all
 from edge_node.config import EdgeSettings
+from edge_node.keyring import rollout_keys
 from edge_node.model_sync import ModelSync
 from edge_node.state import EdgeState, node_status
 from edge_node.telemetry import TelemetryPublisher
@@ -63,6 +64,7 @@ def edge_services(
         region=settings.region,
         cache=BundleCache(settings.bundle_cache_dir),
         on_swap=swapped,
+        rollout_keys=rollout_keys(settings),
     )
     state.publisher = EventPublisher(
         state.uplink,

@@ -93,7 +93,8 @@ CREATE OR REPLACE TEMP VIEW ev AS
 CREATE OR REPLACE TEMP VIEW served AS
   SELECT request_id, session_id, ts, coalesce(region, '') AS region, items,
          CAST(json_extract_string(context, '$.bundle') AS BIGINT) AS bundle,
-         json_extract_string(context, '$.variant') AS variant
+         json_extract_string(context, '$.variant') AS variant,
+         json_extract_string(context, '$.propensities') AS propensities
   FROM ev
   WHERE type = 'impression' AND request_id IS NOT NULL
     AND json_extract_string(context, '$.source') = 'edge'
@@ -122,7 +123,7 @@ CREATE OR REPLACE TEMP VIEW purchase_verdicts AS
 CREATE OR REPLACE TEMP VIEW ok_clicks AS
   SELECT session_id, item_id, ts, request_id FROM clicks WHERE verdict = 'ok';
 CREATE OR REPLACE TEMP VIEW attributed_purchases AS
-  SELECT p.event_id, p.price,
+  SELECT p.event_id, p.item_id, p.price,
     CASE WHEN c.ts IS NOT NULL AND p.ts - c.ts <= (SELECT window_ms FROM params)
          THEN c.request_id
          WHEN s.ts IS NOT NULL AND p.ts - s.ts <= (SELECT window_ms FROM params)
@@ -191,19 +192,7 @@ def attribute(
         return Attribution((), dict.fromkeys(ANOMALIES, 0), 0, 0)
     db = connection or duckdb.connect()
     try:
-        db.read_parquet([str(path) for path in files], hive_partitioning=False).create_view(
-            "raw", replace=True
-        )
-        db.execute(
-            "CREATE OR REPLACE TEMP TABLE params "
-            "(skew_ms BIGINT, window_ms BIGINT, currency VARCHAR)"
-        )
-        db.execute(
-            "INSERT INTO params VALUES (?, ?, ?)",
-            [chosen.skew_tolerance_s * 1000, chosen.purchase_window_s * 1000, chosen.currency],
-        )
-        for statement in _statements(_SESSIONS_SQL):
-            db.execute(statement)
+        prepare(db, files, chosen)
         rows = db.execute(_ARMS_SQL).fetchall()
         attributed = {
             (str(region), int(bundle or 0), str(variant)): float(total or 0)
@@ -223,6 +212,25 @@ def attribute(
         int(answers[0]) if answers else 0,
         int(events[0]) if events else 0,
     )
+
+
+def prepare(
+    db: duckdb.DuckDBPyConnection, files: Sequence[Path], settings: AttributionSettings
+) -> None:
+    """Creates the attribution's views over ``files`` on ``db`` (``served``, ``shown``,
+    ``clicks``, ``ok_clicks``, ``purchase_verdicts``, ``attributed_purchases`` ...)."""
+    db.read_parquet([str(path) for path in files], hive_partitioning=False).create_view(
+        "raw", replace=True
+    )
+    db.execute(
+        "CREATE OR REPLACE TEMP TABLE params (skew_ms BIGINT, window_ms BIGINT, currency VARCHAR)"
+    )
+    db.execute(
+        "INSERT INTO params VALUES (?, ?, ?)",
+        [settings.skew_tolerance_s * 1000, settings.purchase_window_s * 1000, settings.currency],
+    )
+    for statement in _statements(_SESSIONS_SQL):
+        db.execute(statement)
 
 
 def _statements(script: str) -> list[str]:
