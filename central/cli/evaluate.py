@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -13,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from central.cli.engine_options import engine_options, engine_settings
 from central.cli.errors import reported_errors
 from central.cli.options import data_options, public_key_option
 from central.cli.progress import progress_bars, stage_reporter
@@ -23,6 +25,9 @@ from central.evaluation.replay import ReplayResult, SessionRecommender
 from central.evaluation.replay import evaluate as replay
 from central.evaluation.split import Split, prepare
 from central.trainer.pipeline import TrainerConfig, train_bundle
+from central.training.engine import EngineSettings
+from central.training.lakefile import log_to_lake
+from central.training.pipeline import LakeTrainConfig, train_from_lake
 from protocol.bundle import Bundle, read_bundle
 from protocol.keys import generate_keypair, load_public_key
 from protocol.serving import ServingModel
@@ -73,6 +78,7 @@ class Report:
 @public_key_option(required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@engine_options
 def evaluate(
     data: Path,
     fmt: str,
@@ -82,6 +88,7 @@ def evaluate(
     public_key: Path | None,
     as_json: bool,
     seed: int,
+    **engine: Any,
 ) -> None:
     """Replay test sessions and report HR@20 / MRR@20 for baselines and Proxima."""
     with reported_errors():
@@ -89,7 +96,9 @@ def evaluate(
         split = prepare(log, test_days=test_days)
         with progress_bars(enabled=not as_json) as bars:
             if bundle_path is None:
-                bundle = _train_on_split(split, seed, stage_reporter(bars))
+                bundle = _train_on_split(
+                    split, seed, engine_settings(**engine), stage_reporter(bars)
+                )
             else:
                 if public_key is None:
                     raise click.UsageError("--bundle needs --public-key (or PROXIMA_PUBLIC_KEY)")
@@ -115,15 +124,29 @@ def evaluate(
         _print_table(report)
 
 
-def _train_on_split(split: Split, seed: int, progress: Any) -> Bundle:
+def _train_on_split(
+    split: Split, seed: int, engine: EngineSettings, progress: Any
+) -> Bundle:
+    """A bundle trained on the split's training side, in memory or through a lake."""
     private_pem, public_pem = generate_keypair()  # a throwaway key: this bundle never leaves
-    trained = train_bundle(
-        split.train,
-        TrainerConfig(seed=seed),
-        version=1,
-        private_key_pem=private_pem,
-        progress=progress,
-    )
+    if engine.engine == "memory":
+        trained = train_bundle(
+            split.train,
+            TrainerConfig(seed=seed),
+            version=1,
+            private_key_pem=private_pem,
+            progress=progress,
+        )
+    else:
+        with tempfile.TemporaryDirectory(prefix="proxima-lake-", dir=engine.temp_dir) as root:
+            log_to_lake(split.train, root)
+            trained = train_from_lake(
+                root,
+                LakeTrainConfig(trainer=TrainerConfig(seed=seed), engine=engine),
+                version=1,
+                private_key_pem=private_pem,
+                progress=progress,
+            )
     return read_bundle(trained.bundle, load_public_key(public_pem))
 
 

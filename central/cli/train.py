@@ -1,23 +1,56 @@
-"""``proxima train``: an event log in, a signed bundle out."""
+"""``proxima train``: an event lake (or a log file) in, a signed bundle out.
+
+``--lake DIR`` trains on the lake out of core, on the engine ``--engine`` names (DuckDB by
+default, bounded by ``--memory-limit``; Spark at ``--spark-master``). ``--data LOG`` first
+writes the log into a temporary lake; ``--engine memory`` trains on the whole log in RAM
+as the trainer did before the lake.
+"""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
+from central.cli.engine_options import engine_options, engine_settings
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import data_options
 from central.cli.progress import progress_bars, stage_reporter
 from central.datasets import read_log
-from central.trainer.pipeline import TrainerConfig, train_bundle
+from central.trainer.pipeline import TrainerConfig, TrainResult, train_bundle
+from central.training.lakefile import lake_to_log, log_to_lake
+from central.training.pipeline import LakeTrainConfig, train_from_lake
 from model_export.pack import write_bundle_file
 from protocol.keys import load_private_key
 
 
 @click.command()
-@data_options
+@click.option(
+    "--lake",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Event lake to train on (see 'proxima lake import').",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Event log file to train on instead of a lake (written into a temporary lake).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["diginetica", "csv"]),
+    help="Format of --data: diginetica, or csv with a header naming session_id (or "
+    "user_id), item_id, timestamp.",
+)
+@click.option("--skip-bad-rows", is_flag=True, help="Skip malformed rows of --data (counted).")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 100_000),
+    help="Train on the lake's last N days (date partitions); default: all of it.",
+)
+@engine_options
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -39,15 +72,22 @@ from protocol.keys import load_private_key
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
-    data: Path,
-    fmt: str,
+    lake: Path | None,
+    data: Path | None,
+    fmt: str | None,
     skip_bad_rows: bool,
+    days: int | None,
     out: Path,
     signing_key: Path | None,
     bundle_version: int | None,
     seed: int,
+    **engine: Any,
 ) -> None:
-    """Train a ranker on an event log and write a signed model bundle."""
+    """Train a ranker on an event lake or log and write a signed model bundle."""
+    if (lake is None) == (data is None):
+        raise click.UsageError("give one of --lake DIR or --data LOG")
+    if data is not None and fmt is None:
+        raise click.UsageError("--data needs --format (csv or diginetica)")
     if signing_key is None:
         raise CommandError(
             "no signing key: pass --signing-key PATH or set PROXIMA_SIGNING_KEY "
@@ -56,19 +96,18 @@ def train(
     with reported_errors():
         key_pem = signing_key.read_bytes()
         load_private_key(key_pem)  # fail before hours of training, not after
-        log, stats = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
-        if stats.rows_skipped:
-            click.echo(
-                f"skipped {stats.rows_skipped} malformed rows of {stats.rows_read}", err=True
-            )
+        config = LakeTrainConfig(
+            trainer=TrainerConfig(seed=seed), engine=engine_settings(**engine), days=days
+        )
+        version = bundle_version or int(time.time())
         with progress_bars() as bars:
-            result = train_bundle(
-                log,
-                TrainerConfig(seed=seed),
-                version=bundle_version or int(time.time()),
-                private_key_pem=key_pem,
-                progress=stage_reporter(bars),
-            )
+            report = stage_reporter(bars)
+            if data is not None:
+                assert fmt is not None
+                result = _train_on_file(data, fmt, skip_bad_rows, config, version, key_pem, report)
+            else:
+                assert lake is not None
+                result = _train_on_lake(lake, config, version, key_pem, report)
         write_bundle_file(out, result.bundle)
     validation = result.manifest_metrics["validation"]
     click.echo(
@@ -79,4 +118,42 @@ def train(
         click.echo(
             f"  validation {precision}: HR@20 {figures['hr_at_20']:.4f}  "
             f"MRR@20 {figures['mrr_at_20']:.4f}  ({figures['predictions']} predictions)"
+        )
+
+
+def _train_on_lake(
+    lake: Path, config: LakeTrainConfig, version: int, key_pem: bytes, report: Any
+) -> TrainResult:
+    if config.engine.engine == "memory":
+        return train_bundle(
+            lake_to_log(lake),
+            config.trainer,
+            version=version,
+            private_key_pem=key_pem,
+            progress=report,
+        )
+    return train_from_lake(lake, config, version=version, private_key_pem=key_pem, progress=report)
+
+
+def _train_on_file(
+    data: Path,
+    fmt: str,
+    skip_bad_rows: bool,
+    config: LakeTrainConfig,
+    version: int,
+    key_pem: bytes,
+    report: Any,
+) -> TrainResult:
+    log, stats = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
+    if stats.rows_skipped:
+        click.echo(f"skipped {stats.rows_skipped} malformed rows of {stats.rows_read}", err=True)
+    if config.engine.engine == "memory":
+        return train_bundle(
+            log, config.trainer, version=version, private_key_pem=key_pem, progress=report
+        )
+    with tempfile.TemporaryDirectory(prefix="proxima-lake-", dir=config.engine.temp_dir) as root:
+        log_to_lake(log, root)
+        del log
+        return train_from_lake(
+            root, config, version=version, private_key_pem=key_pem, progress=report
         )

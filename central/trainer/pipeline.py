@@ -106,6 +106,71 @@ def train_bundle(
             runs = runs[rng.random(runs.shape[0]) < share]
         sets.append(_examples(log, runs, tables, config, seed=config.seed + fold))
     report("examples", config.folds, config.folds)
+    fit_tables = build_tables(log.select(fold_of_run[run_of_row] >= 0), config.tables)
+    check_runs = held_out
+    if positions[held_out].sum() > config.max_validation_positions:
+        check_runs = held_out[
+            rng.random(held_out.shape[0])
+            < config.max_validation_positions / positions[held_out].sum()
+        ]
+
+    def bundle_tables() -> CandidateTables:
+        report("tables", 0, 1)
+        tables = build_tables(log, config.tables)
+        report("tables", 1, 1)
+        return tables
+
+    prepared = Prepared(
+        sets=sets,
+        validation_log=log,
+        validation_runs=check_runs,
+        validation_tables=fit_tables,
+        bundle_tables=bundle_tables,
+        log_facts={
+            "events": log.n_events,
+            "sessions": int(n_runs),
+            "first_ts": int(log.ts.min()),
+            "last_ts": int(log.ts.max()),
+        },
+    )
+    return finish_bundle(
+        prepared,
+        config,
+        version=version,
+        private_key_pem=private_key_pem,
+        rules_version=rules_version,
+        progress=report,
+        started=started,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a pipeline hands to :func:`finish_bundle`: its examples, the held-out sessions
+    to validate on with the tables they are replayed against, and the bundle's tables."""
+
+    sets: list[ExampleSet]
+    validation_log: EventLog
+    validation_runs: npt.NDArray[np.int64]  # session runs of validation_log to replay
+    validation_tables: CandidateTables
+    bundle_tables: Callable[[], CandidateTables]
+    log_facts: dict[str, Any]  # events, sessions, first_ts, last_ts (and what else it knows)
+
+
+def finish_bundle(
+    prepared: Prepared,
+    config: TrainerConfig,
+    *,
+    version: int,
+    private_key_pem: bytes,
+    rules_version: str | None = None,
+    progress: Progress | None = None,
+    started: float | None = None,
+) -> TrainResult:
+    """Fits the ranker on the examples, exports and gates it, validates, packs and signs."""
+    started = time.perf_counter() if started is None else started
+    report = progress or (lambda stage, done, total: None)
+    sets = prepared.sets
     x = np.concatenate([s.features for s in sets])
     y = np.concatenate([s.labels for s in sets])
     if y.sum() == 0 or y.sum() == y.shape[0]:
@@ -117,13 +182,11 @@ def train_bundle(
     model = _fit(x, y, config)
     report("fit", 1, 1)
 
-    fit_tables = build_tables(log.select(fold_of_run[run_of_row] >= 0), config.tables)
-    check_runs = held_out
-    if positions[held_out].sum() > config.max_validation_positions:
-        check_runs = held_out[
-            rng.random(held_out.shape[0])
-            < config.max_validation_positions / positions[held_out].sum()
-        ]
+    log, check_runs, fit_tables = (
+        prepared.validation_log,
+        prepared.validation_runs,
+        prepared.validation_tables,
+    )
     held_examples = _examples(log, check_runs, fit_tables, config, seed=config.seed + 99)
 
     report("export", 0, 1)
@@ -145,9 +208,7 @@ def train_bundle(
         replay, quantized.note, quantized.model is not None
     )
 
-    report("tables", 0, 1)
-    tables = build_tables(log, config.tables)
-    report("tables", 1, 1)
+    tables = prepared.bundle_tables()
     parts = tables.to_parts()
     parts[FP32_PART] = fp32
     if quantized.model is not None:
@@ -160,11 +221,8 @@ def train_bundle(
         ),
     }
     training = {
-        "events": log.n_events,
-        "sessions": int(n_runs),
+        **prepared.log_facts,
         "items": tables.n_items,
-        "first_ts": int(log.ts.min()),
-        "last_ts": int(log.ts.max()),
         "examples": int(y.shape[0]),
         "positives": int(y.sum()),
         "validation_sessions": int(check_runs.shape[0]),
