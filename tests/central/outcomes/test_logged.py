@@ -86,8 +86,10 @@ def _served_log(
             events.append(dataclasses.replace(record, region="eu"))
             if rng.random() < 0.3:
                 serial += 1
-                events.append(Event(f"evt{serial:08d}", session, "click", ts + 1_000,
-                                    item_id=shown.items[0], request_id=request))  # fmt: skip
+                click = Event(f"evt{serial:08d}", session, "click", ts + 1_000,
+                              item_id=shown.items[0], request_id=request)  # fmt: skip
+                window.add(click)
+                events.append(click)
             ts += 20_000
     return events, heads
 
