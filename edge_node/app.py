@@ -36,7 +36,16 @@ from edge_node.model_store import ModelStore
 from edge_node.observe import Observer
 from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
-from edge_node.routes import assets, events, openapi, recommendations, status, stream
+from edge_node.routes import (
+    assets,
+    events,
+    openapi,
+    recommendations,
+    similar,
+    status,
+    stream,
+    users,
+)
 from edge_node.routes.common import json_response
 from edge_node.rules import RulesError, RuleSet
 from edge_node.services import edge_services
@@ -54,6 +63,8 @@ log = logging.getLogger("proxima.edge")
 ROUTES = (
     Route("/v1/events", events.post_events, methods=["POST"]),
     Route("/v1/recommendations", recommendations.get_recommendations, methods=["GET"]),
+    Route("/v1/items/{item_id}/similar", similar.get_similar, methods=["GET"]),
+    Route("/v1/users/{user_id}", users.delete_user, methods=["DELETE"]),
     WebSocketRoute("/v1/stream", stream.stream),
     Route("/v1/model", status.model_info, methods=["GET"]),
     Route("/healthz", status.healthz, methods=["GET"]),

@@ -24,6 +24,7 @@ from edge_node.observe import Observer
 from edge_node.rules import Catalog, RuleRequest, RuleSet
 from edge_node.sessions import SessionStore
 from edge_node.telemetry import TelemetryRecorder
+from edge_node.users import UserHistory
 from protocol.rollout import Variant
 from protocol.serving import ServingModel
 from protocol.tables import CandidateTables
@@ -91,6 +92,7 @@ class Recommender:
         self.shadow_sample = shadow_sample
         self._catalog: tuple[ServingModel, Catalog] | None = None
         self.catalog: CatalogReplica | None = None  # the item catalog, with --nats
+        self.users: UserHistory | None = None  # returning users' recent items
         self.explore_every = 0  # one slot in this many may go to a new item (0: none)
         self.feedback = feedback or FeedbackIds.per_process()
         self._random = random.Random()
@@ -118,6 +120,8 @@ class Recommender:
         now_ms = int(time.time() * 1000)
         if window is None:
             window = SessionWindow(query.session_id, model.window_config)
+        if self.users is not None:  # a returning user's earlier items, for a short session
+            window = await self.users.augment(window)
         rules = self.rules
         catalog = self.catalog
         depth = max(query.k, 100) if rules is not None or catalog is not None else query.k
@@ -210,6 +214,10 @@ class Recommender:
         shadow_top = {item_ids[i] for i in ranking.items.tolist()}
         overlap = len(shadow_top.intersection(served)) / len(served)
         self.observer.shadow_scored(model.version, overlap, elapsed)
+
+    def catalog_fields(self, model: ServingModel) -> Catalog:
+        """Item fields as rules read them: the catalog's, else the bundle's."""
+        return self._catalog_for(model)
 
     def _catalog_for(self, model: ServingModel) -> Catalog:
         cached = self._catalog

@@ -25,6 +25,7 @@ from edge_node.model_sync import ModelSync
 from edge_node.state import EdgeState, node_status
 from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink.publisher import EventPublisher
+from edge_node.users import UserHistory
 from protocol.catalog import Item
 from protocol.serving import ServingModel
 from runtime.service import Service
@@ -48,10 +49,17 @@ def edge_services(
     """The edge's services in start order; with NATS settings, also sets the bus parts of
     ``state`` (``bus``, ``model_sync``, ``publisher``, ``telemetry_publisher``)."""
     services = [Entry(state.uplink), Entry(state.sessions)]
+    users = state.users = state.recommender.users = UserHistory(
+        state.sessions,
+        state.sessions.redis,
+        max_items=settings.user_history_items,
+        ttl_s=settings.user_history_ttl_s,
+        node_id=f"{settings.region}/{settings.node}",
+    )
     nats = settings.nats_settings()
     if nats is None:
         return services
-    bus = state.bus = BusSupervisor(nats, ping_interval_s=PING_INTERVAL_S)
+    bus = state.bus = users.bus = BusSupervisor(nats, ping_interval_s=PING_INTERVAL_S)
     catalog = state.catalog = _catalog_replica(settings, state, bus)
 
     def swapped(model: ServingModel) -> None:

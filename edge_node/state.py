@@ -17,6 +17,7 @@ from edge_node.streams import StreamHub
 from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink import Uplink
 from edge_node.uplink.publisher import EventPublisher
+from edge_node.users import UserHistory
 from runtime.supervisor import BusSupervisor
 
 
@@ -35,6 +36,7 @@ class EdgeState:
     publisher: EventPublisher | None = None
     telemetry_publisher: TelemetryPublisher | None = None
     catalog: CatalogReplica | None = None  # the item catalog's replica, with --nats
+    users: UserHistory | None = None  # returning users' recent items, and erasure
 
 
 def node_status(state: EdgeState) -> dict[str, Any]:

@@ -104,6 +104,8 @@ async def post_events(request: Request) -> Response:
         window.add(event)
         changed[window.session_id] = window
     await state.sessions.save_many(changed.values())
+    if state.users is not None:  # returning users: their recent items across sessions
+        await state.users.record(fresh)
     for session_id in changed:
         state.streams.notify(session_id)
 

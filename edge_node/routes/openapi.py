@@ -148,6 +148,52 @@ SCHEMA: dict[str, Any] = {
                 },
             }
         },
+        "/v1/items/{item_id}/similar": {
+            "get": {
+                "summary": "Items similar to one item (co-visitation, then catalog content)",
+                "description": "Unavailable, out-of-stock and deleted items are never listed; "
+                "the rules apply, with the session's window when session_id is given. Each item "
+                "says why it is there: reason covisitation, content or rules.",
+                "parameters": [
+                    {
+                        "name": "item_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
+                    },
+                    _query("k", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    _query("session_id", {"type": "string", "minLength": 1, "maxLength": 128}),
+                    _query("slot", {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}),
+                ],
+                "responses": {
+                    "200": {"description": "Similar items, best first"},
+                    "404": {
+                        "description": "The item is unknown here (item_not_found)",
+                        "content": {"application/json": {"schema": _ERROR}},
+                    },
+                    **_error_responses(400, 429, 503),
+                },
+            }
+        },
+        "/v1/users/{user_id}": {
+            "delete": {
+                "summary": "Erase a user: recent items in Redis and here, their sessions' windows",
+                "description": "Needs a secret server key (X-Proxima-Key or Authorization: "
+                "Bearer). Records the erasure in the proxima-erasures bucket for the trainer.",
+                "parameters": [
+                    {
+                        "name": "user_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "Erased (sessions and whether it was recorded)"},
+                    **_error_responses(400, 401, 503),
+                },
+            }
+        },
         "/v1/stream": {
             "get": {
                 "summary": "WebSocket: fresh recommendations after each event of the session",

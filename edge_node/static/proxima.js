@@ -19,6 +19,8 @@
   const stats = { sent: 0, accepted: 0, duplicate: 0, rejected: 0, retried: 0, dropped: 0,
     beacons: 0, messages: 0, renders: 0 };
   let user = opt("user", "");
+  // data-consent="required": nothing is collected or stored until proxima.consent(true).
+  let consented = opt("consent", "granted") !== "required";
   // The site key (publishable, bound to this page's origin at the edge) goes in the URL:
   // a header would cost a preflight, and sendBeacon cannot set one.
   let siteKey = opt("key", "");
@@ -43,8 +45,10 @@
   const sid = opt("session", "") || store("proxima_sid") || (() => {
     const cookie = d.cookie.match(/(?:^|; )proxima_sid=([\w-]{8,64})/);
     const id = cookie ? cookie[1] : "s-" + uid();
-    store("proxima_sid", id);
-    d.cookie = "proxima_sid=" + id + "; path=/; SameSite=Lax";
+    if (consented) {
+      store("proxima_sid", id);
+      d.cookie = "proxima_sid=" + id + "; path=/; SameSite=Lax";
+    }
     return id;
   })();
   const clean = (o) => {
@@ -59,6 +63,7 @@
   // -- events: batched, retried with the same event ids (the edge keeps each id once) ------
   let queue = [], inflight = null, inflightCount = 0, timer = 0, due = 0, delay = 0;
   function track(type, fields) {
+    if (!consented) return null;
     const ev = { event_id: uid(), session_id: sid, type, ts: Date.now(), ...clean(fields || {}) };
     if (user && !ev.user_id) ev.user_id = user;
     enqueue([{ ev, tries: 0 }]);
@@ -132,6 +137,7 @@
   // Leaving the page: the browser sends beacons after unload. A string body goes out as
   // text/plain, which needs no preflight. What it refuses waits for the next page.
   function beacon() {
+    if (!consented) return;
     let left = [];
     while (queue.length) {
       const chunk = queue.splice(0, cfg.batch);
@@ -152,6 +158,18 @@
   }
   async function recommendations(o) {
     const url = edge + "/v1/recommendations?" + params(o || {});
+    const res = await fetch(url, { credentials: "omit" });
+    const body = await res.json();
+    if (res.ok) return body;
+    const error = body.error || {};
+    throw Object.assign(new Error(error.message || "HTTP " + res.status),
+      { status: res.status, code: error.code });
+  }
+  async function similar(itemId, o) {
+    const p = new URLSearchParams({ k: String((o && o.k) || cfg.k) });
+    if (consented) p.set("session_id", sid);
+    if (o && o.slot) p.set("slot", o.slot);
+    const url = edge + "/v1/items/" + encodeURIComponent(itemId) + "/similar?" + p;
     const res = await fetch(url, { credentials: "omit" });
     const body = await res.json();
     if (res.ok) return body;
@@ -292,7 +310,7 @@
   w.addEventListener("online", () => flush());
 
   function start() {
-    try {
+    if (consented) try {
       const left = JSON.parse(store(PENDING) || "[]");
       store(PENDING, "[]");
       if (left.length) {
@@ -308,7 +326,18 @@
 
   w.proxima = {
     version: "1", edge, sessionId: sid, stats,
-    track, flush, recommendations, subscribe, mount, observe, scan,
+    track, flush, recommendations, similar, subscribe, mount, observe, scan,
+    consent: (yes) => {
+      consented = !!yes;
+      if (consented) {
+        store("proxima_sid", sid);
+        d.cookie = "proxima_sid=" + sid + "; path=/; SameSite=Lax";
+      } else {
+        queue = [];
+        store(PENDING, "[]");
+      }
+    },
+    get consented() { return consented; },
     view: (item_id, fields) => track("view", { ...fields, item_id }),
     setUser: (id) => { user = id || ""; },
     setKey: (key) => { siteKey = key || ""; },
