@@ -69,6 +69,7 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── KafkaTopicError           500  central.kafka_settings
     │   ├── RolloutPlanError          500  central.rollout.plan: a plan breaks a rule
     │   │   └── PlanConflictError     500  central.rollout.store: the plan kept changing
+    │   ├── OperatorError             400  central.rollout.operator: no operator identity
     │   ├── BridgeError               500  central.bridge
     │   │   ├── BridgeSettingsError   500
     │   │   └── IdempotenceUnsupportedError  500

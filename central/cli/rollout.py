@@ -22,6 +22,7 @@ from rich.table import Table
 
 from central.cli.errors import CommandError, reported_errors
 from central.cli.options import Duration, nats_option
+from central.cli.rollout_actor import actor_options, command_actor
 from central.rollout.operations import (
     RolloutRequest,
     abort,
@@ -30,6 +31,7 @@ from central.rollout.operations import (
     rollback,
     start_rollout,
 )
+from central.rollout.operator import Actor, label
 from central.rollout.plan import Guardrails, RolloutPlan, RolloutPlanError, parse_steps
 from central.rollout.store import audit_entries, read_edge_record, read_plans
 from protocol.subjects import check_token
@@ -47,20 +49,24 @@ def _regions(text: str | None) -> tuple[str, ...]:
         raise click.BadParameter(str(exc), param_hint="--region(s)") from exc
 
 
-async def _with_bus(nats_url: str, action: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+Action = Callable[[JetStreamContext, Actor], Awaitable[T]]
+
+
+async def _with_bus(nats_url: str, action: Action[T]) -> T:
     settings = NatsSettings.from_url(nats_url, name="proxima-rollout-cli")
+    actor = command_actor(settings)
     options = settings.connect_options() | {"allow_reconnect": False, "max_reconnect_attempts": 1}
     try:
         client: NatsClient = await nats.connect(**options)
     except Exception as exc:
         raise CommandError(f"cannot reach NATS at {nats_url}: {exc}") from exc
     try:
-        return await action(client.jetstream())
+        return await action(client.jetstream(), actor)
     finally:
         await client.close()
 
 
-def _run(nats_url: str, action: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+def _run(nats_url: str, action: Action[T]) -> T:
     with reported_errors():
         return asyncio.run(_with_bus(nats_url, action))
 
@@ -104,6 +110,7 @@ def rollout() -> None:
               help="Impressions per variant before CTR is judged.")  # fmt: skip
 @click.option("--shadow", is_flag=True, help="Score the canary unseen for one step first.")
 @nats_option("")
+@actor_options
 def start(
     version: int,
     regions: str,
@@ -137,7 +144,7 @@ def start(
         )
     except RolloutPlanError as exc:
         raise click.BadParameter(str(exc)) from exc
-    plans = _run(nats_url, lambda js: start_rollout(js, request))
+    plans = _run(nats_url, lambda js, actor: start_rollout(js, request, actor))
     for plan in plans:
         first = "shadow" if plan.in_shadow else f"{plan.percent}%"
         click.echo(
@@ -160,7 +167,7 @@ def status(regions: str | None, as_json: bool, audit_limit: int, nats_url: str) 
     """Show each region's rollout: step, guardrails, and the figures behind every decision."""
     wanted = set(_regions(regions))
 
-    async def gather(js: JetStreamContext) -> dict[str, Any]:
+    async def gather(js: JetStreamContext, actor: Actor) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for region, (plan, _) in (await read_plans(js)).items():
             if wanted and region not in wanted:
@@ -209,24 +216,44 @@ def _print_region(console: Console, region: str, found: dict[str, Any]) -> None:
         f"CTR ratio ≥ {rails.min_ctr_ratio} at {rails.confidence:.0%}, "
         f"≥ {rails.min_requests} answers per step"
     )
-    table = Table("when", "action", "step", "reason", "figures", box=None, pad_edge=False)
+    table = Table("when", "action", "by", "step", "reason", "figures", box=None, pad_edge=False)
     for decision in plan.decisions[-20:]:
         figures = ", ".join(f"{k}={v}" for k, v in decision.figures.items() if v is not None)
         step = "shadow" if decision.shadow else f"{decision.percent}%"
         when = time.strftime("%H:%M:%S", time.localtime(decision.at))
-        table.add_row(when, decision.action, step, decision.reason, figures)
+        by = label(decision.operator, decision.operator_via)
+        table.add_row(when, decision.action, by, step, decision.reason, figures)
     console.print(table)
     for entry in found["audit"]:
-        console.print(f"  audit: {json.dumps(entry)}")
+        console.print(f"  audit: {_audit_line(entry)}")
 
 
-def _steering(name: str, action: Callable[[JetStreamContext, str], Awaitable[RolloutPlan]]) -> None:
+def _audit_line(entry: dict[str, Any]) -> str:
+    """When, what, by whom, and why: one audit entry as the operator reads it."""
+    at = entry.get("at")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+        if isinstance(at, int | float)
+        else "?"
+    )
+    operator, via = entry.get("operator", "controller"), entry.get("operator_via", "service")
+    by = label(str(operator), str(via))
+    return (
+        f"{when} {entry.get('action')} of bundle {entry.get('version')} by {by}: "
+        f"{entry.get('reason', '')}"
+    )
+
+
+def _steering(
+    name: str, action: Callable[[JetStreamContext, str, Actor], Awaitable[RolloutPlan]]
+) -> None:
     @rollout.command(name, help=f"{name.capitalize()} the rollout in the given regions.")
     @click.option("--region", "regions", help="Regions (comma-separated); default: every "
                   "region with a rollout that can be steered so.")  # fmt: skip
     @nats_option("")
+    @actor_options
     def command(regions: str | None, nats_url: str) -> None:
-        async def steer(js: JetStreamContext) -> list[RolloutPlan]:
+        async def steer(js: JetStreamContext, actor: Actor) -> list[RolloutPlan]:
             targets = _regions(regions)
             if not targets:
                 targets = tuple(
@@ -234,7 +261,7 @@ def _steering(name: str, action: Callable[[JetStreamContext, str], Awaitable[Rol
                 )
                 if not targets:
                     raise CommandError("no rollout is in progress")
-            return [await action(js, region) for region in targets]
+            return [await action(js, region, actor) for region in targets]
 
         for plan in _run(nats_url, steer):
             click.echo(f"{plan.region}: bundle {plan.version} {plan.status}")
@@ -247,10 +274,11 @@ for _name, _action in (("pause", pause), ("resume", resume), ("abort", abort)):
 @click.command("rollback")
 @click.option("--region", required=True, help="The region to roll back.")
 @nats_option("")
+@actor_options
 def rollback_command(region: str, nats_url: str) -> None:
     """Withdraw a region's canary, or restore the stable bundle its last rollout replaced."""
     (target,) = _regions(region) or (None,)
     if target is None:
         raise click.BadParameter("--region names no region")
-    plan = _run(nats_url, lambda js: rollback(js, target))
+    plan = _run(nats_url, lambda js, actor: rollback(js, target, actor))
     click.echo(f"{plan.region}: {plan.reason}; edges serve bundle {plan.edge_record(None).stable}")

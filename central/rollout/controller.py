@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.client import JetStreamContext
 
 from central.monitor.store import TelemetryStore
@@ -45,10 +46,12 @@ class RolloutController:
         telemetry: TelemetryStore,
         *,
         clock: Callable[[], float] = time.time,
+        signer: Ed25519PrivateKey | None = None,
     ) -> None:
         self.js = js
         self.telemetry = telemetry
         self.clock = clock
+        self.signer = signer  # signs the edge records it writes, when edges require it
 
     async def tick(self) -> None:
         for region, (plan, _revision) in sorted((await read_plans(self.js)).items()):
@@ -69,7 +72,7 @@ class RolloutController:
         )
         if updated is None:
             return
-        record = await apply_edge_record(self.js, updated)
+        record = await apply_edge_record(self.js, updated, self.signer)
         await audit(self.js, updated, updated.decisions[-1])
         log.info(
             "rollout of bundle %d in %s: %s (%s); edges now serve stable=%s canary=%s at %d%%%s",

@@ -1,10 +1,13 @@
 """What an operator does to rollouts: start, pause, resume, abort, roll back.
 
 Each operation changes the region's plan by compare-and-set, writes the region's rollout
-record when what edges serve changes, and audits the decision. The controller does the
-walking; these only start, stop and steer it. :func:`bundle_release` is what becomes of
-each bundle the trainer publishes (the commands that run a trainer hand it over as the
-trainer's ``on_published``): promoted at once, or rolled out by a :class:`RolloutPolicy`.
+record when what edges serve changes (signed with the actor's key, when it has one), and
+audits the decision with the operator who made it (:class:`~central.rollout.operator.Actor`;
+without one, the controller's own :data:`~central.rollout.operator.AUTOMATIC`). The
+controller does the walking; these only start, stop and steer it. :func:`bundle_release`
+is what becomes of each bundle the trainer publishes (the commands that run a trainer hand
+it over as the trainer's ``on_published``): promoted at once, or rolled out by a
+:class:`RolloutPolicy`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from nats.js.client import JetStreamContext
 
+from central.rollout.operator import AUTOMATIC, Actor
 from central.rollout.plan import Decision, Guardrails, RolloutPlan, RolloutPlanError
 from central.rollout.store import apply_edge_record, audit, change_plan, read_edge_record
 from protocol.subjects import MODELS_BUCKET, bundle_object_name, check_token
@@ -34,7 +38,9 @@ class RolloutRequest:
     shadow: bool = False
 
 
-async def start_rollout(js: JetStreamContext, request: RolloutRequest) -> list[RolloutPlan]:
+async def start_rollout(
+    js: JetStreamContext, request: RolloutRequest, actor: Actor = AUTOMATIC
+) -> list[RolloutPlan]:
     """Starts one plan per region; refuses before writing anything if any region cannot."""
     await _check_bundle_exists(js, request.version)
     now = time.time()
@@ -64,7 +70,9 @@ async def start_rollout(js: JetStreamContext, request: RolloutRequest) -> list[R
         )
     started = []
     for draft in drafts:
-        decision = Decision(now, "start", 0, draft.percent, draft.in_shadow, "started by operator")
+        decision = _by(
+            actor, Decision(now, "start", 0, draft.percent, draft.in_shadow, "started by operator")
+        )
 
         async def begin(
             current: RolloutPlan | None, draft: RolloutPlan = draft, decision: Decision = decision
@@ -78,7 +86,7 @@ async def start_rollout(js: JetStreamContext, request: RolloutRequest) -> list[R
 
         plan = await change_plan(js, draft.region, begin)
         assert plan is not None
-        await apply_edge_record(js, plan)
+        await apply_edge_record(js, plan, actor.signer)
         await audit(js, plan, decision)
         started.append(plan)
     return started
@@ -143,21 +151,23 @@ def bundle_release(regions: Iterable[str], policy: RolloutPolicy | None) -> Bund
     return release
 
 
-async def pause(js: JetStreamContext, region: str) -> RolloutPlan:
-    return await _steer(js, region, "pause", ("running",), "paused by operator", "paused")
+async def pause(js: JetStreamContext, region: str, actor: Actor = AUTOMATIC) -> RolloutPlan:
+    return await _steer(js, region, "pause", ("running",), "paused by operator", "paused", actor)
 
 
-async def resume(js: JetStreamContext, region: str) -> RolloutPlan:
-    return await _steer(js, region, "resume", ("paused",), "resumed by operator", "running")
-
-
-async def abort(js: JetStreamContext, region: str) -> RolloutPlan:
+async def resume(js: JetStreamContext, region: str, actor: Actor = AUTOMATIC) -> RolloutPlan:
     return await _steer(
-        js, region, "abort", ("running", "paused"), "aborted by operator", "aborted"
+        js, region, "resume", ("paused",), "resumed by operator", "running", actor
     )
 
 
-async def rollback(js: JetStreamContext, region: str) -> RolloutPlan:
+async def abort(js: JetStreamContext, region: str, actor: Actor = AUTOMATIC) -> RolloutPlan:
+    return await _steer(
+        js, region, "abort", ("running", "paused"), "aborted by operator", "aborted", actor
+    )
+
+
+async def rollback(js: JetStreamContext, region: str, actor: Actor = AUTOMATIC) -> RolloutPlan:
     """Withdraws an active canary, or brings back the stable bundle a completed rollout
     replaced."""
 
@@ -182,12 +192,14 @@ async def rollback(js: JetStreamContext, region: str) -> RolloutPlan:
                 f"the last rollout in {region} is {current.status.replace('_', ' ')}; "
                 "nothing to roll back"
             )
-        decision = Decision(now, "rollback", current.step, current.percent, False, reason)
+        decision = _by(
+            actor, Decision(now, "rollback", current.step, current.percent, False, reason)
+        )
         return current.decided(decision, status="rolled_back", reason=reason)
 
     plan = await change_plan(js, check_token(region, "region"), roll_back)
     assert plan is not None
-    await apply_edge_record(js, plan)
+    await apply_edge_record(js, plan, actor.signer)
     await audit(js, plan, plan.decisions[-1])
     return plan
 
@@ -199,6 +211,7 @@ async def _steer(
     allowed: Iterable[str],
     reason: str,
     status: str,
+    actor: Actor,
 ) -> RolloutPlan:
     allowed = tuple(allowed)
 
@@ -214,15 +227,22 @@ async def _steer(
         changed = replace(current, status=status)  # type: ignore[arg-type]
         if action == "resume":  # the step's clock starts again
             changed = replace(changed, step_started_at=now)
-        decision = Decision(now, action, current.step, current.percent, current.in_shadow, reason)
+        decision = _by(
+            actor,
+            Decision(now, action, current.step, current.percent, current.in_shadow, reason),
+        )
         return changed.decided(decision, reason=reason if status == "aborted" else current.reason)
 
     plan = await change_plan(js, check_token(region, "region"), steer)
     assert plan is not None
     if action == "abort":
-        await apply_edge_record(js, plan)
+        await apply_edge_record(js, plan, actor.signer)
     await audit(js, plan, plan.decisions[-1])
     return plan
+
+
+def _by(actor: Actor, decision: Decision) -> Decision:
+    return replace(decision, operator=actor.operator.name, operator_via=actor.operator.via)
 
 
 async def _check_bundle_exists(js: JetStreamContext, version: int) -> None:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, Literal
 
 from central.errors import CentralError
+from central.rollout.operator import label
 from protocol.rollout import RolloutState, now_iso
 
 PlanStatus = Literal["running", "paused", "completed", "rolled_back", "aborted"]
@@ -59,6 +60,8 @@ class Decision:
     shadow: bool
     reason: str
     figures: dict[str, Any] = field(default_factory=dict)
+    operator: str = "controller"  # who decided: an operator's name, or the controller
+    operator_via: str = "service"  # how the name is known (central.rollout.operator.Via)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +116,31 @@ class RolloutPlan:
         """What the region's edges should serve for this plan as it stands now."""
         rules_version = previous.rules_version if previous is not None else None
         step = (previous.step + 1) if previous is not None else 0
+        last = self.decisions[-1] if self.decisions else None
+        by = label(last.operator, last.operator_via) if last is not None else None
         if self.status == "completed":
             return RolloutState(
-                stable=self.version, rules_version=rules_version, step=step, updated_at=now_iso()
+                stable=self.version,
+                rules_version=rules_version,
+                step=step,
+                updated_at=now_iso(),
+                by=by,
             )
         if self.status in ("rolled_back", "aborted"):
+            # Going back below what edges serve is asked for explicitly (their version floor).
+            back = (
+                previous is not None
+                and previous.stable is not None
+                and self.previous_stable is not None
+                and self.previous_stable < previous.stable
+            )
             return RolloutState(
                 stable=self.previous_stable,
                 rules_version=rules_version,
                 step=step,
                 updated_at=now_iso(),
+                by=by,
+                rollback=back,
             )
         return RolloutState(
             stable=self.previous_stable,
@@ -132,6 +150,7 @@ class RolloutPlan:
             rules_version=rules_version,
             step=step,
             updated_at=now_iso(),
+            by=by,
         )
 
     def encode(self) -> bytes:

@@ -15,6 +15,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from central.monitor.store import TelemetryStore
 from central.rollout.controller import RolloutController
 from central.rollout.store import ensure_audit_stream
@@ -36,7 +38,9 @@ class RolloutService(BusListener):
         *,
         tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,
+        signer: Ed25519PrivateKey | None = None,
     ) -> None:
+        self.signer = signer  # signs the edge records the controller writes
         self.telemetry = telemetry
         self.tick_s = tick_s
         self.clock = clock
@@ -92,7 +96,9 @@ class RolloutService(BusListener):
             if connection is None or not connection.usable:
                 await self._changed.wait()
                 continue
-            controller = RolloutController(connection.jetstream(), self.telemetry, clock=self.clock)
+            controller = RolloutController(
+                connection.jetstream(), self.telemetry, clock=self.clock, signer=self.signer
+            )
             log.info("rollout controller walking plans every %g s", self.tick_s)
             while connection.usable and not closing.is_set():
                 await self._tick(controller)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Final
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.api import StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
@@ -165,12 +166,17 @@ async def read_edge_record(js: JetStreamContext, region: str) -> tuple[RolloutSt
     return decode_rollout(region, entry.value), entry.revision or 0
 
 
-async def apply_edge_record(js: JetStreamContext, plan: RolloutPlan) -> RolloutState:
-    """Writes what the region's edges should serve for ``plan`` (compare-and-set)."""
+async def apply_edge_record(
+    js: JetStreamContext, plan: RolloutPlan, signer: Ed25519PrivateKey | None = None
+) -> RolloutState:
+    """Writes what the region's edges should serve for ``plan`` (compare-and-set), signed
+    with ``signer`` when given (edges with ``rollout_public_keys`` follow only signed ones)."""
     kv = await ModelRegistry(js).rollout_kv()
     for _ in range(_CAS_ATTEMPTS):
         previous, revision = await read_edge_record(js, plan.region)
         record = plan.edge_record(previous)
+        if signer is not None:
+            record = record.signed(signer)
         try:
             if revision == 0:
                 await kv.create(plan.region, record.encode())
