@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import logging
 import re
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import nats.errors
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE, JetStreamContext
 from nats.js.errors import (
     BucketNotFoundError,
@@ -197,17 +199,24 @@ class ModelRegistry:
         return states
 
     async def promote_regions(
-        self, version: int, regions: Iterable[str]
+        self,
+        version: int,
+        regions: Iterable[str],
+        *,
+        signer: Ed25519PrivateKey | None = None,
+        by: str | None = None,
     ) -> dict[str, RolloutState]:
         """Makes ``version`` every region's stable bundle (no canary); returns the new records.
 
         A region keeps its ``rules_version``; ``step`` counts on from the previous record.
+        ``by`` names the writer in the record; ``signer`` signs it (see
+        :meth:`protocol.rollout.RolloutState.signed`).
         """
         kv = await self.rollout_kv()
         promoted = {}
         for region in regions:
             check_token(region, "region")
-            promoted[region] = await self._promote_one(kv, region, version)
+            promoted[region] = await self._promote_one(kv, region, version, signer, by)
         return promoted
 
     async def watch_rollout(self, region: str) -> Any:
@@ -215,19 +224,30 @@ class ModelRegistry:
         kv = await self.rollout_kv(create=False)
         return await kv.watch(check_token(region, "region"))
 
-    async def _promote_one(self, kv: KeyValue, region: str, version: int) -> RolloutState:
+    async def _promote_one(
+        self,
+        kv: KeyValue,
+        region: str,
+        version: int,
+        signer: Ed25519PrivateKey | None,
+        by: str | None,
+    ) -> RolloutState:
         for _ in range(_CAS_ATTEMPTS):
             try:
                 entry = await kv.get(region)
             except KeyNotFoundError:
-                state = promote(version)
+                state = _finish(promote(version), signer, by)
                 try:
                     await kv.create(region, state.encode())
                 except KeyWrongLastSequenceError:
                     continue  # another writer created it first: read theirs
                 return state
             previous = decode_rollout(region, entry.value)
-            state = promote(version, rules_version=previous.rules_version, previous=previous)
+            state = _finish(
+                promote(version, rules_version=previous.rules_version, previous=previous),
+                signer,
+                by,
+            )
             try:
                 await kv.update(region, state.encode(), last=entry.revision)
             except KeyWrongLastSequenceError:
@@ -249,6 +269,11 @@ class ModelRegistry:
         except NotFoundError:
             return []
         return sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
+
+
+def _finish(state: RolloutState, signer: Ed25519PrivateKey | None, by: str | None) -> RolloutState:
+    state = dataclasses.replace(state, by=by) if by is not None else state
+    return state.signed(signer) if signer is not None else state
 
 
 def decode_rollout(region: str, value: bytes | None) -> RolloutState:

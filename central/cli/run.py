@@ -105,7 +105,7 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with reported_errors():
         key_pem = signing_key.read_bytes()
-        load_private_key(key_pem)
+        record_signer = load_private_key(key_pem)  # signs the rollout records it writes too
 
         def kafka(client_id: str) -> KafkaSettings:
             return KafkaSettings.from_bootstrap(
@@ -136,7 +136,7 @@ def run(
                 state_dir=state_dir,
                 private_key_pem=key_pem,
                 regions=targets,
-                on_published=bundle_release(targets, rollout_policy(canary)),
+                on_published=bundle_release(targets, rollout_policy(canary), record_signer),
                 retrain_events=retrain_events,
                 retrain_interval_s=retrain_interval,
                 min_events=min_events,
@@ -147,6 +147,7 @@ def run(
             NatsSettings.from_url(nats_url, name="proxima-rollout"),
             monitor.store,
             tick_s=rollout_tick,
+            signer=record_signer,
         )
         if catalog_port is not None:
             from central.catalog.service import CatalogService

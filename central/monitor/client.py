@@ -77,7 +77,8 @@ class TelemetryListener:
         self.subject = TELEMETRY_SUBJECTS
         if region is not None:
             self.subject = f"telemetry.{check_token(region, 'region')}.*"
-        self.store = TelemetryStore(clock=clock)
+        # a short listen keeps every report it hears: no spacing check, whatever the rate
+        self.store = TelemetryStore(min_spacing_s=0, clock=clock)
         self.malformed = 0
         self.started_at: float | None = None
         self._clock = clock

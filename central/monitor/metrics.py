@@ -20,7 +20,7 @@ from central.monitor.figures import QUANTILES
 from central.monitor.store import TelemetryStore
 from protocol.telemetry import STAGES, TelemetryReport
 
-OUTCOMES = ("accepted", "duplicate", "malformed", "dropped")
+OUTCOMES = ("accepted", "duplicate", "malformed", "too_frequent", "region_full", "dropped")
 REQUEST_OUTCOMES = ("answered", "refused")
 
 
@@ -45,7 +45,8 @@ class MonitorMetrics:
         self.reports = Counter(
             "proxima_monitor_reports",
             "Telemetry reports received, by outcome (dropped: NATS discarded them because the "
-            "monitor fell behind, a slow consumer)",
+            "monitor fell behind, a slow consumer; too_frequent: closer than the minimum spacing; "
+            "region_full: a new node of a region at its cap)",
             ["outcome"],
             registry=r,
         )

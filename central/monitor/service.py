@@ -56,7 +56,7 @@ log = logging.getLogger("proxima.central.monitor")
 MONITOR_QUEUE_GROUP: Final = "proxima-monitor"
 _BAD_REPORT_LOG_EVERY_S: Final = 10.0
 
-Outcome = Literal["accepted", "duplicate", "malformed"]
+Outcome = Literal["accepted", "duplicate", "malformed", "too_frequent", "region_full"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,9 @@ class MonitorSettings:
     retention_s: float = 900.0
     silent_after_s: float = 3 * TELEMETRY_INTERVAL_S
     max_nodes: int = 10_000
+    max_nodes_per_region: int = 1_000  # new names beyond this are refused
+    max_bytes: int = 256 << 20  # reports held, by store.report_bytes
+    min_report_spacing_s: float = 1.0  # a node's reports closer than this are dropped (0: off)
     metrics_window_s: float = 60.0  # the window the Prometheus figures cover
     pending_msgs_limit: int = 10_000  # reports waiting to be processed before NATS drops
     pending_bytes_limit: int = 64 << 20
@@ -79,7 +82,14 @@ class MonitorSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise MonitorSettingsError(f"{name} must be positive", field=name)
-        for name in ("max_nodes", "pending_msgs_limit", "pending_bytes_limit", "ping_interval_s"):
+        for name in (
+            "max_nodes",
+            "max_nodes_per_region",
+            "max_bytes",
+            "pending_msgs_limit",
+            "pending_bytes_limit",
+            "ping_interval_s",
+        ):
             if getattr(self, name) < 1:
                 raise MonitorSettingsError(f"{name} must be at least 1", field=name)
         if not 0 < self.connect_retry_initial_s <= self.connect_retry_max_s:
@@ -110,9 +120,7 @@ def ingest(
             "malformed",
             reason=f"report from {report.region}/{report.node} arrived on {subject!r:.120}",
         )
-    duplicates = store.duplicates
-    store.add(report, received_at=received_at)
-    return Ingested("duplicate" if store.duplicates > duplicates else "accepted", report)
+    return Ingested(store.add(report, received_at=received_at), report)
 
 
 class LatencyMonitor(BusListener):
@@ -127,6 +135,9 @@ class LatencyMonitor(BusListener):
             retention_s=settings.retention_s,
             silent_after_s=settings.silent_after_s,
             max_nodes=settings.max_nodes,
+            max_nodes_per_region=settings.max_nodes_per_region,
+            max_bytes=settings.max_bytes,
+            min_spacing_s=settings.min_report_spacing_s,
             clock=clock,
         )
         self.metrics = MonitorMetrics(self.store, window_s=settings.metrics_window_s, clock=clock)

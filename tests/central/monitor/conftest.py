@@ -21,6 +21,7 @@ def monitor_settings(url: str, **overrides: object) -> MonitorSettings:
         "nats": NatsSettings.from_url(url, name="test-monitor"),
         "connect_retry_initial_s": 0.05,
         "connect_retry_max_s": 0.5,
+        "min_report_spacing_s": 0.0,  # fleets are published at once, as a history
     }
     values.update(overrides)
     return MonitorSettings(**values)  # type: ignore[arg-type]

@@ -26,7 +26,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(clock: FakeClock) -> TelemetryStore:
-    return TelemetryStore(clock=clock)
+    """Without the spacing check: these tests add a node's history at one instant."""
+    return TelemetryStore(min_spacing_s=0, clock=clock)
 
 
 def test_a_window_merges_every_node_and_interval_of_its_region(store: TelemetryStore) -> None:
@@ -273,7 +274,7 @@ def test_past_max_nodes_the_node_heard_from_least_recently_is_evicted(clock: Fak
 def test_a_flooding_node_holds_at_most_one_report_per_half_second_of_retention(
     clock: FakeClock,
 ) -> None:
-    store = TelemetryStore(retention_s=10, clock=clock)
+    store = TelemetryStore(retention_s=10, min_spacing_s=0, clock=clock)
     for seq in range(1, 201):
         store.add(report(seq=seq, sent_at=T0 + seq / 100, requests=1))
     summary = store.window("eu", T0 - 10, T0 + 10)
