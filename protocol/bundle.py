@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from protocol.keys import TrustedKeys, key_id
 from protocol.manifest import (
     FORMAT,
     MAX_MANIFEST_BYTES,
+    MAX_PARTS,
     Manifest,
     PartInfo,
     format_timestamp,
@@ -44,6 +46,7 @@ from protocol.manifest import (
 __all__ = [
     "MANIFEST_MEMBER",
     "MAX_BUNDLE_BYTES",
+    "MAX_MEMBERS",
     "PART_PREFIX",
     "SIGNATURE_BYTES",
     "SIGNATURE_MEMBER",
@@ -60,6 +63,17 @@ SIGNATURE_MEMBER: Final = "manifest.sig"
 PART_PREFIX: Final = "parts/"
 MAX_BUNDLE_BYTES: Final = 512 * 1024 * 1024
 SIGNATURE_BYTES: Final = 64
+MAX_MEMBERS: Final = MAX_PARTS + 2  # every part, the manifest and its signature
+MAX_UNPACK_RATIO: Final = 8  # members may declare at most this times the archive's byte limit
+
+# The ZIP end-of-central-directory record and its ZIP64 locator and record (APPNOTE 4.3.14-16).
+_EOCD: Final = struct.Struct("<4s4H2LH")
+_EOCD_SIGNATURE: Final = b"PK\x05\x06"
+_ZIP64_LOCATOR: Final = struct.Struct("<4sLQL")
+_ZIP64_LOCATOR_SIGNATURE: Final = b"PK\x06\x07"
+_ZIP64_EOCD: Final = struct.Struct("<4sQ2H2L4Q")
+_ZIP64_EOCD_SIGNATURE: Final = b"PK\x06\x06"
+_MAX_DIRECTORY_ENTRY_BYTES: Final = 1024  # a header, a short name, no large extras
 
 # Fixed metadata so the same inputs always give the same bytes.
 _ZIP_TIMESTAMP: Final = (1980, 1, 1, 0, 0, 0)
@@ -161,8 +175,9 @@ def read_bundle(
     manifest fields, no unexpected member, then each part's size and sha256.
     """
     _check_size(data, max_bytes)
+    _check_directory(data)
     with _open_archive(data) as archive:
-        members = _index_members(archive)
+        members = _index_members(archive, max_bytes)
         if MANIFEST_MEMBER not in members:
             raise ManifestError("the bundle has no manifest.json", code="missing_manifest")
         if SIGNATURE_MEMBER not in members:
@@ -191,8 +206,9 @@ def read_bundle(
 def inspect_bundle(data: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> Manifest:
     """Reads the manifest without verifying anything: for looking, never for loading."""
     _check_size(data, max_bytes)
+    _check_directory(data)
     with _open_archive(data) as archive:
-        members = _index_members(archive)
+        members = _index_members(archive, max_bytes)
         if MANIFEST_MEMBER not in members:
             raise ManifestError("the bundle has no manifest.json", code="missing_manifest")
         return Manifest.from_json_bytes(_read_manifest_bytes(archive, members[MANIFEST_MEMBER]))
@@ -213,6 +229,33 @@ def _check_size(data: bytes, max_bytes: int) -> None:
         )
 
 
+def _check_directory(data: bytes) -> None:
+    """Refuses an archive whose central directory is too big to parse, from its end record
+    alone (a few dozen bytes), before zipfile builds an object for every member."""
+    start = data.rfind(_EOCD_SIGNATURE, max(0, len(data) - _EOCD.size - 0xFFFF))
+    if start < 0 or start + _EOCD.size > len(data):
+        return  # not a ZIP archive: opening it says so
+    _, _, _, _, members, directory_bytes, _, _ = _EOCD.unpack_from(data, start)
+    locator = start - _ZIP64_LOCATOR.size
+    if (members == 0xFFFF or directory_bytes == 0xFFFFFFFF) and locator >= 0:
+        signature, _, record, _ = _ZIP64_LOCATOR.unpack_from(data, locator)
+        if signature == _ZIP64_LOCATOR_SIGNATURE and record + _ZIP64_EOCD.size <= len(data):
+            fields = _ZIP64_EOCD.unpack_from(data, record)
+            if fields[0] == _ZIP64_EOCD_SIGNATURE:
+                members, directory_bytes = fields[7], fields[8]
+    if members > MAX_MEMBERS:
+        raise BundleError(
+            f"the bundle has {members} members, over the limit of {MAX_MEMBERS}",
+            code="too_many_members",
+        )
+    if directory_bytes > MAX_MEMBERS * _MAX_DIRECTORY_ENTRY_BYTES:
+        raise BundleError(
+            f"the bundle's directory is {directory_bytes} bytes, over the limit of "
+            f"{MAX_MEMBERS * _MAX_DIRECTORY_ENTRY_BYTES}",
+            code="directory_too_large",
+        )
+
+
 def _open_archive(data: bytes) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(io.BytesIO(data))
@@ -222,10 +265,28 @@ def _open_archive(data: bytes) -> zipfile.ZipFile:
         ) from exc
 
 
-def _index_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+def _index_members(archive: zipfile.ZipFile, max_bytes: int) -> dict[str, zipfile.ZipInfo]:
     members: dict[str, zipfile.ZipInfo] = {}
-    for info in archive.infolist():
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:  # a directory whose end record understated it
+        raise BundleError(
+            f"the bundle has {len(infos)} members, over the limit of {MAX_MEMBERS}",
+            code="too_many_members",
+        )
+    unpacked, limit = 0, max_bytes * MAX_UNPACK_RATIO
+    for info in infos:
         name = info.filename
+        if info.file_size > limit:
+            raise BundleError(
+                f"member {name[:120]!r} unpacks to {info.file_size} bytes, over {limit}",
+                code="member_too_large",
+            )
+        unpacked += info.file_size
+        if unpacked > limit:
+            raise BundleError(
+                f"the bundle's members unpack to more than {limit} bytes",
+                code="bundle_unpacks_too_large",
+            )
         if _is_unsafe_member_name(name):
             raise BundleError(f"member {name!r} has an unsafe path", code="unsafe_member_name")
         if name in members:
