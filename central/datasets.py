@@ -24,20 +24,29 @@ Two formats:
 
 A malformed row raises :class:`~central.errors.DataFormatError` naming the file, the line and
 what is wrong, unless ``skip_bad_rows`` is set, in which case it is counted and skipped.
+
+:func:`read_log` reads a whole file; :class:`LogChunks` reads the same rows a bounded chunk
+at a time (the lake's importer), leaving the two whole-file steps (seconds or milliseconds,
+and cutting a log of people into sessions) to its caller through :func:`milliseconds` and
+:func:`session_numbers`, which :func:`read_log` uses too.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from types import TracebackType
+from typing import Final, Literal, Protocol, Self
 
 import numpy as np
+import numpy.typing as npt
 
 from central.errors import DataFormatError
 from central.eventlog import EventLog, build_log
@@ -48,6 +57,7 @@ LogFormat = Literal["diginetica", "csv"]
 DEFAULT_SESSION_GAP_S: Final = 30 * 60
 SECONDS_BELOW: Final = 10**11
 SKIP_REASONS_KEPT: Final = 5
+WHOLE_FILE: Final = 2**62  # a chunk size that reads everything at once
 
 _VIEW: Final = EVENT_TYPE_CODES["view"]
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -72,7 +82,7 @@ class _BadRow(Exception):
 
 
 @dataclass(slots=True)
-class _Rows:
+class Rows:
     """Parallel per-row lists, the shape :func:`build_log` takes."""
 
     keys: list[str] = field(default_factory=list)  # session keys, or user keys before cutting
@@ -81,6 +91,21 @@ class _Rows:
     types: list[int] = field(default_factory=list)
     categories: list[str | None] = field(default_factory=list)
     prices: list[float | None] = field(default_factory=list)
+    # The user_id column of a log of sessions that has one (None: no such column).
+    users: list[str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def extend(self, other: Rows) -> None:
+        self.keys.extend(other.keys)
+        self.items.extend(other.items)
+        self.times.extend(other.times)
+        self.types.extend(other.types)
+        self.categories.extend(other.categories)
+        self.prices.extend(other.prices)
+        if self.users is not None and other.users is not None:
+            self.users.extend(other.users)
 
     def add(self, key: str, item: str, when: float, event_type: int, category: str | None,
             price: float | None) -> None:
@@ -116,25 +141,18 @@ def read_log(
     session_gap_s: float = DEFAULT_SESSION_GAP_S,
 ) -> tuple[EventLog, ReadStats]:
     """Reads ``path`` in format ``fmt``; see the module docstring for both formats."""
-    if fmt not in ("diginetica", "csv"):
-        raise DataFormatError(f"unknown log format {fmt!r}; use diginetica or csv", path=str(path))
-    tally = _Tally(path, skip_bad_rows)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            if fmt == "diginetica":
-                rows = _read_diginetica(csv.reader(handle, delimiter=";"), tally)
-                from_users = False
-            else:
-                rows, from_users = _read_generic(csv.reader(handle, delimiter=","), tally)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise DataFormatError(f"cannot read the file: {reason}", path=str(path)) from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataFormatError(f"not a readable text log: {exc}", path=str(path)) from exc
-
+    with LogChunks(path, fmt, skip_bad_rows=skip_bad_rows, chunk_rows=WHOLE_FILE) as chunks:
+        rows = Rows()
+        for chunk in chunks:
+            rows.extend(chunk)
+        from_users = chunks.from_users
+        tally = chunks.tally
     if not rows.items:
         raise DataFormatError("the log holds no usable event rows", path=str(path))
-    ts_ms = _to_milliseconds(rows.times, path) if fmt == "csv" else [int(t) for t in rows.times]
+    if fmt == "csv":
+        ts_ms = milliseconds(np.asarray(rows.times, dtype=np.float64), path).tolist()
+    else:
+        ts_ms = [int(t) for t in rows.times]
     sessions_made = 0
     session_keys = rows.keys
     if from_users:
@@ -142,6 +160,83 @@ def read_log(
     log = build_log(session_keys, rows.items, ts_ms, rows.types, rows.categories, rows.prices)
     stats = ReadStats(tally.read, tally.skipped, sessions_made, tuple(tally.reasons))
     return log, stats
+
+
+class LogChunks:
+    """The rows of a log file, ``chunk_rows`` at a time: ``with LogChunks(...) as chunks:
+    for rows in chunks: ...``. The header is read on entering (and ``from_users`` set);
+    times are as written in the file (see :func:`milliseconds`) and keys of a log of
+    people are user keys (see :func:`session_numbers`). Malformed rows raise or are
+    counted in ``tally`` as :func:`read_log` does."""
+
+    def __init__(
+        self, path: Path, fmt: LogFormat, *, skip_bad_rows: bool = False,
+        chunk_rows: int = 250_000,
+    ) -> None:  # fmt: skip
+        if fmt not in ("diginetica", "csv"):
+            raise DataFormatError(
+                f"unknown log format {fmt!r}; use diginetica or csv", path=str(path)
+            )
+        self.path = path
+        self.fmt = fmt
+        self.chunk_rows = chunk_rows
+        self.tally = _Tally(path, skip_bad_rows)
+        self.from_users = False
+        self._binary: io.BufferedReader | None = None
+        self._text: io.TextIOWrapper | None = None
+        self._rows: Iterator[Rows] | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file reading has got (for progress)."""
+        return self._binary.tell() if self._binary is not None and not self._binary.closed else 0
+
+    def __enter__(self) -> Self:
+        path = self.path
+        with _file_errors(path):
+            self._binary = path.open("rb")
+            self._text = io.TextIOWrapper(self._binary, newline="", encoding="utf-8-sig")
+            try:
+                if self.fmt == "diginetica":
+                    self._rows = _read_diginetica(
+                        csv.reader(self._text, delimiter=";"), self.tally, self.chunk_rows
+                    )
+                else:
+                    self.from_users, self._rows = _read_generic(
+                        csv.reader(self._text, delimiter=","), self.tally, self.chunk_rows
+                    )
+            except BaseException:
+                self._text.close()
+                raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:  # fmt: skip
+        if self._text is not None:
+            self._text.close()
+
+    def __iter__(self) -> Iterator[Rows]:
+        if self._rows is None:
+            raise RuntimeError("enter LogChunks with 'with' first")
+        while True:
+            with _file_errors(self.path):
+                chunk = next(self._rows, None)
+            if chunk is None:
+                return
+            yield chunk
+
+
+@contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise DataFormatError(f"cannot read the file: {reason}", path=str(path)) from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataFormatError(f"not a readable text log: {exc}", path=str(path)) from exc
 
 
 class _CsvReader(Protocol):
@@ -169,7 +264,7 @@ def _header(reader: _CsvReader, path: Path) -> list[str]:
     raise DataFormatError("the file is empty: expected a header line", path=str(path))
 
 
-def _read_diginetica(reader: _CsvReader, tally: _Tally) -> _Rows:
+def _read_diginetica(reader: _CsvReader, tally: _Tally, chunk_rows: int) -> Iterator[Rows]:
     header = [name.replace("_", "") for name in _header(reader, tally.path)]
     wanted = [name.replace("_", "") for name in _DIGINETICA_COLUMNS]
     missing = [name for name, norm in zip(_DIGINETICA_COLUMNS, wanted, strict=True)
@@ -184,9 +279,18 @@ def _read_diginetica(reader: _CsvReader, tally: _Tally) -> _Rows:
         header.index(wanted[0]), header.index(wanted[2]), header.index(wanted[3]),
         header.index(wanted[4]),
     )
-    width = len(header)
+    return _diginetica_rows(
+        reader, tally, chunk_rows, len(header), (col_session, col_item, col_frame, col_date)
+    )
+
+
+def _diginetica_rows(
+    reader: _CsvReader, tally: _Tally, chunk_rows: int, width: int,
+    columns: tuple[int, int, int, int],
+) -> Iterator[Rows]:  # fmt: skip
+    col_session, col_item, col_frame, col_date = columns
     midnight_ms: dict[str, int] = {}
-    rows = _Rows()
+    rows = Rows()
     for line, row in _data_rows(reader, tally):
         try:
             if len(row) != width:
@@ -206,10 +310,16 @@ def _read_diginetica(reader: _CsvReader, tally: _Tally) -> _Rows:
             tally.bad(line, str(exc))
             continue
         rows.add(session, item, day_ms + frame, _VIEW, None, None)
-    return rows
+        if len(rows.keys) >= chunk_rows:
+            yield rows
+            rows = Rows()
+    if rows.keys:
+        yield rows
 
 
-def _read_generic(reader: _CsvReader, tally: _Tally) -> tuple[_Rows, bool]:
+def _read_generic(
+    reader: _CsvReader, tally: _Tally, chunk_rows: int
+) -> tuple[bool, Iterator[Rows]]:
     header = _header(reader, tally.path)
     columns = {name: header.index(name) for name in ("item_id", "timestamp", *_CSV_OPTIONAL)
                if name in header}
@@ -230,8 +340,35 @@ def _read_generic(reader: _CsvReader, tally: _Tally) -> tuple[_Rows, bool]:
     col_type = columns.get("event_type")
     col_category = columns.get("category")
     col_price = columns.get("price")
-    width = len(header)
-    rows = _Rows()
+    col_user = None if from_users else columns.get("user_id")
+    shape = _GenericColumns(len(header), key_name, col_key, col_item, col_time, col_type,
+                            col_category, col_price, col_user)  # fmt: skip
+    return from_users, _generic_rows(reader, tally, chunk_rows, shape)
+
+
+@dataclass(frozen=True, slots=True)
+class _GenericColumns:
+    width: int
+    key_name: str
+    key: int
+    item: int
+    time: int
+    type: int | None
+    category: int | None
+    price: int | None
+    user: int | None  # kept for a log of sessions that names its users
+
+
+def _generic_rows(
+    reader: _CsvReader, tally: _Tally, chunk_rows: int, shape: _GenericColumns
+) -> Iterator[Rows]:
+    width, key_name, col_key, col_item, col_time = (
+        shape.width, shape.key_name, shape.key, shape.item, shape.time,
+    )  # fmt: skip
+    col_type, col_category, col_price, col_user = (
+        shape.type, shape.category, shape.price, shape.user,
+    )  # fmt: skip
+    rows = Rows(users=None if col_user is None else [])
     for line, row in _data_rows(reader, tally):
         try:
             if len(row) != width:
@@ -250,7 +387,13 @@ def _read_generic(reader: _CsvReader, tally: _Tally) -> tuple[_Rows, bool]:
             tally.bad(line, str(exc))
             continue
         rows.add(key, item, when, event_type, category, price)
-    return rows, from_users
+        if rows.users is not None:
+            rows.users.append(row[col_user].strip() or None)  # type: ignore[index]
+        if len(rows.keys) >= chunk_rows:
+            yield rows
+            rows = Rows(users=None if col_user is None else [])
+    if rows.keys:
+        yield rows
 
 
 def _non_negative_int(text: str, name: str) -> int:
@@ -310,16 +453,41 @@ def _price(text: str) -> float | None:
     return value
 
 
-def _to_milliseconds(times: list[float], path: Path) -> list[int]:
-    raw = np.asarray(times, dtype=np.float64)
+def milliseconds(raw: npt.NDArray[np.float64], path: Path) -> npt.NDArray[np.int64]:
+    """A csv log's times in milliseconds: in seconds when the largest is below 10^11."""
     scale = 1000.0 if raw.size and float(raw.max()) < SECONDS_BELOW else 1.0
+    return scaled_milliseconds(raw, scale, path)
+
+
+def scaled_milliseconds(
+    raw: npt.NDArray[np.float64], scale: float, path: Path
+) -> npt.NDArray[np.int64]:
     ms = np.rint(raw * scale).astype(np.int64)
     if ms.size and int(ms.max()) >= MAX_TS_MS:
         raise DataFormatError(
             "timestamps are too large for seconds or milliseconds since the epoch "
             "(microseconds or nanoseconds are not accepted)", path=str(path),
         )
-    return [int(t) for t in ms.tolist()]
+    return ms
+
+
+def session_numbers(
+    user_codes: npt.NDArray[np.int64], ts_ms: npt.NDArray[np.int64], gap_s: float
+) -> tuple[npt.NDArray[np.int64], int]:
+    """Each row's session number within its user (from 1) for a log of people, and how many
+    sessions there are: a user's events in time order (ties in row order), a new session
+    after a gap of more than ``gap_s``."""
+    order = np.lexsort((np.arange(ts_ms.shape[0]), ts_ms, user_codes))
+    sorted_users = user_codes[order]
+    sorted_times = ts_ms[order]
+    new_user = np.ones(order.shape[0], dtype=bool)
+    new_user[1:] = sorted_users[1:] != sorted_users[:-1]
+    starts = new_user.copy()
+    starts[1:] |= np.diff(sorted_times) > gap_s * 1000
+    session_no = np.cumsum(starts)
+    first_of_user = np.maximum.accumulate(np.where(new_user, session_no, 0))
+    number_in_user = (session_no - first_of_user + 1)[np.argsort(order)]
+    return number_in_user, int(session_no[-1]) if session_no.size else 0
 
 
 def _cut_sessions(
@@ -330,16 +498,6 @@ def _cut_sessions(
     user_codes = np.fromiter(
         (index.setdefault(user, len(index)) for user in users), dtype=np.int64, count=len(users)
     )
-    times = np.asarray(ts_ms, dtype=np.int64)
-    order = np.lexsort((np.arange(times.shape[0]), times, user_codes))
-    sorted_users = user_codes[order]
-    sorted_times = times[order]
-    new_user = np.ones(order.shape[0], dtype=bool)
-    new_user[1:] = sorted_users[1:] != sorted_users[:-1]
-    starts = new_user.copy()
-    starts[1:] |= np.diff(sorted_times) > gap_s * 1000
-    session_no = np.cumsum(starts)
-    first_of_user = np.maximum.accumulate(np.where(new_user, session_no, 0))
-    number_in_user = (session_no - first_of_user + 1)[np.argsort(order)]
-    keys = [f"{user}#{n}" for user, n in zip(users, number_in_user.tolist(), strict=True)]
-    return keys, int(session_no[-1]) if session_no.size else 0
+    numbers, sessions = session_numbers(user_codes, np.asarray(ts_ms, dtype=np.int64), gap_s)
+    keys = [f"{user}#{n}" for user, n in zip(users, numbers.tolist(), strict=True)]
+    return keys, sessions

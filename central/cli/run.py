@@ -1,10 +1,11 @@
-"""``proxima central run``: the bridge, the continuous trainer, the latency monitor and the
-rollout controller in one process.
+"""``proxima central run``: the bridge, the lake writer, the continuous trainer, the latency
+monitor and the rollout controller in one process.
 
 Each role keeps its own NATS connection, named after it (``proxima-monitor``,
 ``proxima-bridge``, ``proxima-trainer``, ``proxima-rollout``). They start in this order:
 the monitor, the metrics server, the bridge (it creates the stream and the topic the
-trainer reads), the trainer, the controller; and close in reverse order within one
+trainer reads), the lake writer (``--lake DIR``, off with ``--no-lake``), the trainer, the
+controller; and close in reverse order within one
 shutdown timeout (:mod:`central.cli.serving`). Each bundle the trainer publishes is
 promoted in ``--regions``, or rolled out there by the ``--canary-*`` policy.
 """
@@ -24,21 +25,24 @@ from central.cli.errors import CommandError, reported_errors
 from central.cli.options import (
     canary_options,
     kafka_option,
+    kafka_security,
+    nats_connection,
     nats_option,
     rollout_policy,
     signing_key_option,
 )
 from central.cli.serving import Served, serve
 from central.kafka_settings import KafkaSettings
+from central.lake.writer import LakeWriter
 from central.monitor import LatencyMonitor, MonitorSettings
 from central.monitor.http import MetricsServer
 from central.rollout.operations import bundle_release
 from central.rollout.service import RolloutService
+from central.settings import LakeWriterSettings
 from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
 from protocol.keys import load_private_key
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
-from runtime.nats import NatsSettings
 
 log = logging.getLogger("central.run")
 
@@ -57,6 +61,15 @@ TRAINER_SHUTDOWN_SHARE = 0.5
     show_default=True,
 )
 @click.option("--no-idempotence", is_flag=True, help="For Kafka-protocol brokers without it.")
+@click.option(
+    "--lake",
+    "lake_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./proxima-lake"),
+    show_default=True,
+    help="Write every event into the Parquet event lake at this directory.",
+)
+@click.option("--no-lake", is_flag=True, help="Run without the lake writer.")
 @click.option("--partitions", type=click.IntRange(1, 10_000), default=6, show_default=True)
 @click.option("--retrain-events", type=click.IntRange(1), default=50_000, show_default=True)
 @click.option("--retrain-interval", type=click.FloatRange(1), default=3600.0, show_default=True)
@@ -88,6 +101,8 @@ def run(
     regions: str,
     state_dir: Path,
     no_idempotence: bool,
+    lake_dir: Path,
+    no_lake: bool,
     partitions: int,
     retrain_events: int,
     retrain_interval: float,
@@ -113,25 +128,26 @@ def run(
                 topic=KAFKA_EVENTS_TOPIC,
                 dlq_topic=f"{KAFKA_EVENTS_TOPIC}.dlq",
                 client_id=client_id,
+                security=kafka_security(),
             )
 
         targets = tuple(check_token(r.strip(), "region") for r in regions.split(",") if r.strip())
         monitor = LatencyMonitor(
-            MonitorSettings(nats=NatsSettings.from_url(nats_url, name="proxima-monitor"))
+            MonitorSettings(nats=nats_connection(nats_url, name="proxima-monitor"))
         )
         services: list[Served] = [monitor]
         if metrics_port is not None:
             metrics = MetricsServer([monitor.registry], host=metrics_host, port=metrics_port)
             services.append(metrics)
         bridge = Bridge(
-            NatsSettings.from_url(nats_url, name="proxima-bridge"),
+            nats_connection(nats_url, name="proxima-bridge"),
             kafka("proxima-bridge"),
             partitions=partitions,
             idempotent=not no_idempotence,
         )
         trainer = TrainerService(
             TrainerServiceConfig(
-                nats=NatsSettings.from_url(nats_url, name="proxima-trainer"),
+                nats=nats_connection(nats_url, name="proxima-trainer"),
                 kafka=kafka("proxima-trainer"),
                 state_dir=state_dir,
                 private_key_pem=key_pem,
@@ -144,7 +160,7 @@ def run(
             )
         )
         controller = RolloutService(
-            NatsSettings.from_url(nats_url, name="proxima-rollout"),
+            nats_connection(nats_url, name="proxima-rollout"),
             monitor.store,
             tick_s=rollout_tick,
             signer=record_signer,
@@ -157,8 +173,18 @@ def run(
                 env=os.environ, overrides={"nats_url": nats_url, "catalog_port": catalog_port}
             )
             services.append(CatalogService(catalog_settings))
+        services.append(bridge)
+        watched = [bridge.wait_stopped, trainer.wait_stopped]
+        if not no_lake:
+            lake_writer = LakeWriter(
+                LakeWriterSettings(
+                    kafka_bootstrap=kafka_bootstrap, topic=KAFKA_EVENTS_TOPIC, lake_dir=lake_dir
+                )
+            )
+            services.append(lake_writer)
+            watched.append(lake_writer.wait_stopped)
         # A training under way may take half of the shutdown time; the bridge then drains.
-        services += [bridge, (trainer, TRAINER_SHUTDOWN_SHARE), controller]
+        services += [(trainer, TRAINER_SHUTDOWN_SHARE), controller]
 
         def started() -> None:
             if metrics_port is not None:
@@ -166,5 +192,5 @@ def run(
             log.info("bridge, trainer, latency monitor and rollout controller running")
 
         asyncio.run(
-            serve(services, watch=[bridge.wait_stopped, trainer.wait_stopped], on_started=started)
+            serve(services, watch=watched, on_started=started)
         )

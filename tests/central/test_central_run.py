@@ -39,6 +39,19 @@ def connections_by_name(bus: NatsServer) -> Counter[str]:
     return Counter(str(c.get("name", "")) for c in connz.get("connections") or [])
 
 
+def lake_event_ids(root: Path) -> set[str]:
+    """The event ids in the lake (asserting none is there twice); empty before it exists."""
+    from central.lake.layout import open_lake
+    from central.lake.tables import read_checked
+
+    if not (root / "events").is_dir():
+        return set()
+    ids = [i for p in open_lake(root).data_files() for i in read_checked(p, ["event_id"])
+           .column("event_id").to_pylist()]  # fmt: skip
+    assert len(ids) == len(set(ids)), "an event twice in the lake"
+    return set(ids)
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[NatsServer, KafkaBroker]]:
     with NatsServer(tmp_path / "nats") as bus, KafkaBroker(tmp_path / "kafka") as log:
@@ -54,6 +67,7 @@ async def test_bridge_and_trainer_run_together_until_sigterm(
         sys.executable, "-c", "from central.cli import main; main()", "central", "run",
         "--nats", bus.url, "--kafka", log.bootstrap, "--signing-key", str(private_key),
         "--no-idempotence", "--state-dir", str(tmp_path / "state"), "--partitions", "2",
+        "--lake", str(tmp_path / "lake"),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -102,3 +116,5 @@ async def test_bridge_and_trainer_run_together_until_sigterm(
         # A trainer still joining its consumer group finishes the join before it stops.
         output, _ = process.communicate(timeout=180)
     assert process.returncode == 0, output.decode()[-2000:]
+    # The lake writer commits what it holds when it stops.
+    assert lake_event_ids(tmp_path / "lake") == {f"run-{n:06d}" for n in range(EVENTS)}
