@@ -19,7 +19,11 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Final
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edge_node.uplink.errors import UplinkError
 from edge_node.uplink.uplink import Uplink
@@ -126,3 +130,26 @@ class AnswerLog:
                 continue
             if closing.is_set():
                 return
+
+
+class AnswerLogCollector(Collector):
+    """The answer log's figures, read when ``/metrics`` is scraped."""
+
+    def __init__(self, answers: AnswerLog) -> None:
+        self._answers = answers
+
+    def collect(self) -> Iterator[Metric]:
+        answers = self._answers
+        yield CounterMetricFamily(
+            "proxima_edge_answer_records", "Served-answer records queued for the uplink",
+            value=float(answers.recorded),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "proxima_edge_answer_records_dropped",
+            "Served-answer records dropped because the buffer was full",
+            value=float(answers.dropped),
+        )
+        yield GaugeMetricFamily(
+            "proxima_edge_answer_records_pending", "Served-answer records waiting for the uplink",
+            value=float(answers.pending),
+        )  # fmt: skip

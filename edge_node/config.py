@@ -268,6 +268,28 @@ class EdgeSettings(NatsClientSettings):  # the nats_* credentials and TLS fields
         max=1000,
         help="At most one slot in this many goes to a new item without interactions (0: none).",
     )
+    holdout_percent: float = setting(
+        0.0,
+        min=0,
+        max=50,
+        help="Share of sessions (percent) answered without personalisation, for lift.",
+    )
+    explore_rate: float = setting(
+        0.0,
+        min=0,
+        max=0.5,
+        help="Chance each exploring tail slot shows an item from just below the answer.",
+    )
+    explore_slots: int = setting(2, min=1, max=10, help="Tail slots that may explore.")
+    explore_pool: int = setting(
+        20, min=1, max=500, help="Ranked items below the answer that exploration draws from."
+    )
+    log_answers: bool = setting(
+        True, help="Write a served record of every answer into the event stream (attribution)."
+    )
+    answer_log_max_pending: int = setting(
+        10_000, min=1, max=1_000_000, help="Served records buffered before new ones are dropped."
+    )
     user_history_items: int = setting(
         50, min=1, max=1000, help="Recent items kept per returning user (in Redis)."
     )

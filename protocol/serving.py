@@ -112,6 +112,14 @@ class ServingModel:
             manifest=manifest,
         )
 
+    def popular(self, k: int) -> Ranking:
+        """The ``k`` most popular items of late: the cold answer, and the holdout's."""
+        return self._popular(k, 0.0)
+
+    def _popular(self, k: int, elapsed_s: float) -> Ranking:
+        items = self.tables.recent_order[:k]
+        return Ranking(items, self.tables.pop_recent[items], elapsed_s, 0.0, 0.0, cold=True)
+
     def rank(self, window: SessionWindow, k: int, now_ms: int) -> Ranking:
         """The ``k`` best candidates for ``window``, scored with features as of ``now_ms``.
 
@@ -124,9 +132,7 @@ class ServingModel:
             window, self.tables, self.candidate_config, now_ms=now_ms, cache=self.cache
         )
         if featurized.cold:
-            items = self.tables.recent_order[:k]
-            scores = self.tables.pop_recent[items]
-            return Ranking(items, scores, clock() - started, 0.0, 0.0, cold=True)
+            return self._popular(k, clock() - started)
         generated = clock()
         matrix = featurized.rows()
         computed = clock()
