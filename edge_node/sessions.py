@@ -309,6 +309,7 @@ class SessionStore:
             pubsub: Any = self.redis.pubsub()
             try:
                 await pubsub.subscribe(INVALIDATION_CHANNEL)
+                await self._confirmed(pubsub)
                 if feed_lost:
                     await self._resync()
                     feed_lost = False
@@ -327,6 +328,17 @@ class SessionStore:
                 self.feed_up = False
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
                     await pubsub.aclose()
+
+    async def _confirmed(self, pubsub: Any) -> None:
+        """Waits for Redis to confirm the subscription: a stopped server accepts the
+        connection and the command, and never answers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.feed_ping_s
+        while loop.time() < deadline:
+            message = await pubsub.get_message(timeout=min(self.feed_ping_s, 0.5))
+            if message is not None and message.get("type") == "subscribe":
+                return
+        raise _FeedStalled("redis did not confirm the subscription")
 
     async def _follow(self, pubsub: Any) -> None:
         """Reads invalidations; pings every ``feed_ping_s`` and gives up (raising
@@ -352,13 +364,15 @@ class SessionStore:
     async def _resync(self) -> None:
         """After the feed was down: copies that may have missed an invalidation are dropped,
         windows changed meanwhile are written through (last writer wins, as ever)."""
-        for session_id in [s for s in self._local if s not in self._unsynced]:
-            self._drop(session_id)
+        clean = [s for s in self._local if s not in self._unsynced]
         pending = [self._local[s] for s in self._unsynced if s in self._local]
         for start in range(0, len(pending), RESYNC_CHUNK):
             chunk = pending[start : start + RESYNC_CHUNK]
             await self._write(chunk)
             self._unsynced.difference_update(w.session_id for w in chunk)
+        for session_id in clean:
+            if session_id not in self._unsynced:  # changed again while writing: keep it
+                self._drop(session_id)
         self.breaker.succeeded()
 
 def _text(data: object) -> str:
