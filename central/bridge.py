@@ -57,7 +57,7 @@ from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS
 from runtime.backoff import Backoff
 from runtime.nats import NatsSettings
 from runtime.service import Lifecycle
-from runtime.supervisor import BusConnection, BusListener, BusSupervisor
+from runtime.supervisor import BusConnection, BusListener, BusSupervisor, redact
 
 log = logging.getLogger("proxima.central.bridge")
 
@@ -306,7 +306,7 @@ class Bridge(BusListener):
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
-            servers = ", ".join(self._nats_settings.servers)
+            servers = redact(", ".join(self._nats_settings.servers))
             raise BridgeError(
                 f"cannot use NATS at {servers} within {self._start_timeout_s:.0f} s: "
                 f"{self._bus.status.last_error or 'no connection'}"

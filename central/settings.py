@@ -72,7 +72,18 @@ class BridgeSettings:
     topic: str = _topic_setting()
     partitions: int = _partitions_setting()
     replication_factor: int = setting(
-        1, min=1, max=100, help="Replication factor of the topics when the bridge creates them."
+        3,
+        min=1,
+        max=100,
+        help="Replicas of the topics when the bridge creates them (fewer, with a warning, "
+        "when the cluster has fewer brokers).",
+    )
+    min_insync_replicas: int = setting(
+        2,
+        min=1,
+        max=100,
+        help="min.insync.replicas of the topics the bridge creates: copies acks=all waits for "
+        "(at most the replicas).",
     )
     idempotence: bool = setting(
         True,

@@ -11,11 +11,10 @@ import click
 
 from central.bridge import Bridge
 from central.cli.errors import reported_errors
-from central.cli.options import kafka_option, nats_option
+from central.cli.options import kafka_option, kafka_security, nats_connection, nats_option
 from central.cli.serving import serve
 from central.kafka_settings import KafkaSettings
 from protocol.subjects import KAFKA_EVENTS_TOPIC
-from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.central.bridge")
 
@@ -33,9 +32,18 @@ log = logging.getLogger("proxima.central.bridge")
 @click.option(
     "--replication-factor",
     type=click.IntRange(1, 100),
-    default=1,
+    default=3,
     show_default=True,
-    help="Replication factor of the topics when the bridge creates them.",
+    help="Replicas of the topics when the bridge creates them (fewer, with a warning, "
+    "when the cluster has fewer brokers).",
+)
+@click.option(
+    "--min-insync-replicas",
+    type=click.IntRange(1, 100),
+    default=2,
+    show_default=True,
+    help="min.insync.replicas of the topics the bridge creates: copies acks=all waits for "
+    "(at most the replicas).",
 )
 @click.option(
     "--no-idempotence",
@@ -77,6 +85,7 @@ def bridge(
     kafka_bootstrap: str,
     partitions: int,
     replication_factor: int,
+    min_insync_replicas: int,
     no_idempotence: bool,
     durable: str,
     batch: int,
@@ -91,12 +100,14 @@ def bridge(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with reported_errors():
-        nats_settings = NatsSettings.from_url(nats_url, name="proxima-bridge")
+        nats_settings = nats_connection(nats_url, name="proxima-bridge")
         kafka_settings = KafkaSettings.from_bootstrap(
             kafka_bootstrap,
             topic=topic,
             dlq_topic=f"{topic}.dlq",
             replication_factor=replication_factor,
+            min_insync_replicas=min(min_insync_replicas, replication_factor),
+            security=kafka_security(),
         )
         runner = Bridge(
             nats_settings, kafka_settings, durable=durable, batch=batch,

@@ -22,9 +22,10 @@ from central.catalog.errors import CatalogUnavailableError
 from central.catalog.rows import read_rows, typed_fields
 from central.catalog.store import CatalogStore
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import nats_option
+from central.cli.options import nats_connection, nats_option
 from central.cli.progress import progress_bars
 from protocol.catalog import check_item_id, validate_item, validate_patch
+from runtime.supervisor import describe_error, redact
 
 T = TypeVar("T")
 _BATCH = 500
@@ -155,11 +156,13 @@ def set_fields(nats_url: str, item_id: str, assignments: tuple[str, ...]) -> Non
 def _run(nats_url: str, work: Callable[[CatalogStore], Awaitable[T]]) -> T:
     async def main() -> T:
         try:
-            client = await nats.connect(
-                nats_url.split(","), connect_timeout=5, max_reconnect_attempts=0
-            )
+            options = nats_connection(nats_url, name="proxima-catalog-cli").connect_options()
+            options.update(connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False)
+            client = await nats.connect(**options)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            raise CatalogUnavailableError(f"cannot connect to NATS at {nats_url}: {exc!r}") from exc
+            raise CatalogUnavailableError(
+                f"cannot connect to NATS at {redact(nats_url)}: {describe_error(exc)}"
+            ) from exc
         try:
             return await work(await CatalogStore.open(client.jetstream()))
         finally:

@@ -10,12 +10,11 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.cli.errors import reported_errors
-from central.cli.options import nats_option
+from central.cli.options import nats_connection, nats_option
 from central.cli.serving import serve
 from central.monitor.service import LatencyMonitor, MonitorSettings
 from central.rollout.service import RolloutService
 from protocol.keys import load_private_key
-from runtime.nats import NatsSettings
 
 log = logging.getLogger("proxima.central.controller")
 
@@ -50,10 +49,10 @@ def controller(nats_url: str, tick: float, rollout_signing_key: Path | None) -> 
 
 async def _serve(nats_url: str, tick: float, signer: Ed25519PrivateKey | None) -> None:
     monitor = LatencyMonitor(
-        MonitorSettings(nats=NatsSettings.from_url(nats_url, name="proxima-monitor"))
+        MonitorSettings(nats=nats_connection(nats_url, name="proxima-monitor"))
     )
     controller = RolloutService(
-        NatsSettings.from_url(nats_url, name="proxima-rollout"),
+        nats_connection(nats_url, name="proxima-rollout"),
         monitor.store,
         tick_s=tick,
         signer=signer,

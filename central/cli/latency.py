@@ -13,7 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import nats_option
+from central.cli.options import nats_connection, nats_option
 from central.monitor.client import TelemetryListener, ask_monitor
 from central.monitor.errors import MonitorQueryError
 from central.monitor.query import LatencyQuery, parse_duration
@@ -21,6 +21,7 @@ from central.monitor.view import render_summary
 from protocol.errors import ProtocolError
 from protocol.subjects import MONITOR_REQUEST_SUBJECT
 from runtime.nats import NatsSettings
+from runtime.supervisor import redact
 
 ASK_TIMEOUT_S: Final = 2.0
 _WIDTH: Final = 120  # rich assumes 80 columns when not on a terminal; the tables need more
@@ -111,7 +112,7 @@ def latency(
     if watch and as_json:
         raise click.UsageError("--watch and --json do not go together")
     try:
-        settings = NatsSettings.from_url(nats_url, name="proxima-latency")
+        settings = nats_connection(nats_url, name="proxima-latency")
     except ProtocolError as exc:
         raise click.BadParameter(exc.message, param_hint="--nats") from exc
     try:
@@ -178,7 +179,7 @@ async def _connect(settings: NatsSettings) -> NatsClient:
     try:
         return await nats.connect(**options)
     except Exception as exc:
-        servers = ",".join(settings.servers)
+        servers = redact(",".join(settings.servers))
         raise CommandError(f"cannot connect to NATS at {servers}: {exc!r}") from exc
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -9,8 +12,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from central.cli.errors import reported_errors
+
 if TYPE_CHECKING:
+    from central.kafka_settings import KafkaSecurity
     from central.rollout.operations import RolloutPolicy
+    from runtime.nats import NatsSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,7 +57,12 @@ def public_key_option(required: bool) -> Callable[[F], F]:
 
 
 def nats_option(purpose: str) -> Callable[[F], F]:
-    return click.option(
+    """``--nats`` and the NATS credential and TLS options of
+    :class:`runtime.nats.NatsClientSettings`; build the connection settings with
+    :func:`nats_connection`."""
+    from runtime.nats import NatsClientSettings
+
+    url = click.option(
         "--nats",
         "nats_url",
         envvar="PROXIMA_NATS_URL",
@@ -59,10 +71,13 @@ def nats_option(purpose: str) -> Callable[[F], F]:
         show_default=True,
         help=f"NATS server URL(s), comma-separated{purpose}.",
     )
+    return lambda function: url(_settings_group(NatsClientSettings, _NATS_KEY)(function))
 
 
 def kafka_option(function: F) -> F:
-    from central.kafka_settings import DEFAULT_BOOTSTRAP
+    """``--kafka`` and the Kafka security options of
+    :class:`central.kafka_settings.KafkaSecurity`; read them with :func:`kafka_security`."""
+    from central.kafka_settings import DEFAULT_BOOTSTRAP, KafkaSecurity
 
     return click.option(
         "--kafka",
@@ -72,7 +87,53 @@ def kafka_option(function: F) -> F:
         default=DEFAULT_BOOTSTRAP,
         show_default=True,
         help="Kafka bootstrap servers, HOST:PORT comma-separated.",
-    )(function)
+    )(_settings_group(KafkaSecurity, _KAFKA_KEY)(function))
+
+
+_NATS_KEY = "proxima.nats_client"
+_KAFKA_KEY = "proxima.kafka_security"
+
+
+def _settings_group(cls: type[Any], key: str) -> Callable[[F], F]:
+    """Options made from the fields of ``cls``; the command does not see them as arguments:
+    they are loaded (flags over ``PROXIMA_*`` variables) into one ``cls`` kept for the
+    command's run in its click context under ``key``."""
+    from runtime.settings import load_settings, settings_options
+
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in names if name in kwargs}
+            with reported_errors():
+                loaded = load_settings(cls, table="bridge", env=os.environ, overrides=given)
+            click.get_current_context().meta[key] = loaded
+            return function(*args, **kwargs)
+
+        return settings_options(cls)(wrapper)  # type: ignore[return-value]
+
+    return decorate
+
+
+def nats_connection(url: str, *, name: str) -> NatsSettings:
+    """The NATS settings of ``url`` with the credentials and TLS the command was given."""
+    from runtime.nats import NO_NATS_CREDENTIALS, NatsClientSettings
+
+    context = click.get_current_context(silent=True)
+    found = context.meta.get(_NATS_KEY) if context is not None else None
+    credentials = found if isinstance(found, NatsClientSettings) else NO_NATS_CREDENTIALS
+    with reported_errors():
+        return credentials.nats_connection(url, name=name)
+
+
+def kafka_security() -> KafkaSecurity:
+    """The Kafka security settings the command was given (plaintext when none)."""
+    from central.kafka_settings import PLAINTEXT, KafkaSecurity
+
+    context = click.get_current_context(silent=True)
+    found = context.meta.get(_KAFKA_KEY) if context is not None else None
+    return found if isinstance(found, KafkaSecurity) else PLAINTEXT
 
 
 def signing_key_option(function: F) -> F:

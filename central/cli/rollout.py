@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import Duration, nats_option
+from central.cli.options import Duration, nats_connection, nats_option
 from central.cli.rollout_actor import actor_options, command_actor
 from central.rollout.operations import (
     RolloutRequest,
@@ -35,7 +35,7 @@ from central.rollout.operator import Actor, label
 from central.rollout.plan import Guardrails, RolloutPlan, RolloutPlanError, parse_steps
 from central.rollout.store import audit_entries, read_edge_record, read_plans
 from protocol.subjects import check_token
-from runtime.nats import NatsSettings
+from runtime.supervisor import redact
 
 T = TypeVar("T")
 
@@ -53,13 +53,13 @@ Action = Callable[[JetStreamContext, Actor], Awaitable[T]]
 
 
 async def _with_bus(nats_url: str, action: Action[T]) -> T:
-    settings = NatsSettings.from_url(nats_url, name="proxima-rollout-cli")
+    settings = nats_connection(nats_url, name="proxima-rollout-cli")
     actor = command_actor(settings)
     options = settings.connect_options() | {"allow_reconnect": False, "max_reconnect_attempts": 1}
     try:
         client: NatsClient = await nats.connect(**options)
     except Exception as exc:
-        raise CommandError(f"cannot reach NATS at {nats_url}: {exc}") from exc
+        raise CommandError(f"cannot reach NATS at {redact(nats_url)}: {redact(str(exc))}") from exc
     try:
         return await action(client.jetstream(), actor)
     finally:

@@ -16,6 +16,8 @@ from central.cli.errors import CommandError, reported_errors
 from central.cli.options import (
     canary_options,
     kafka_option,
+    kafka_security,
+    nats_connection,
     nats_option,
     rollout_policy,
     signing_key_option,
@@ -27,7 +29,7 @@ from central.trainer.pipeline import TrainerConfig
 from central.trainer.service import TrainerService, TrainerServiceConfig
 from protocol.keys import load_private_key
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
-from runtime.nats import NatsSettings
+from runtime.supervisor import redact
 
 log = logging.getLogger("proxima.central.trainer")
 
@@ -112,9 +114,13 @@ def train_follow(
             check_token(region.strip(), "region") for region in regions.split(",") if region.strip()
         )
         config = TrainerServiceConfig(
-            nats=NatsSettings.from_url(nats_url, name="proxima-trainer"),
+            nats=nats_connection(nats_url, name="proxima-trainer"),
             kafka=KafkaSettings.from_bootstrap(
-                kafka_bootstrap, topic=topic, dlq_topic=f"{topic}.dlq", client_id="proxima-trainer"
+                kafka_bootstrap,
+                topic=topic,
+                dlq_topic=f"{topic}.dlq",
+                client_id="proxima-trainer",
+                security=kafka_security(),
             ),
             state_dir=state_dir,
             private_key_pem=key_pem,
@@ -130,7 +136,7 @@ def train_follow(
         except KafkaError as exc:
             raise CommandError(f"Kafka at {kafka_bootstrap}: {exc}") from exc
         except nats.errors.Error as exc:
-            raise CommandError(f"NATS at {nats_url}: {exc}") from exc
+            raise CommandError(f"NATS at {redact(nats_url)}: {redact(str(exc))}") from exc
 
 
 async def _serve(service: TrainerService) -> None:

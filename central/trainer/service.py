@@ -51,7 +51,7 @@ from runtime.files import atomic_write_bytes
 from runtime.nats import NatsSettings
 from runtime.registry import DEFAULT_BUCKETS, KEEP_BUNDLES, Buckets, ModelRegistry
 from runtime.service import Lifecycle
-from runtime.supervisor import BusSupervisor
+from runtime.supervisor import BusSupervisor, redact
 
 GROUP_ID: Final = "proxima-trainer"
 STATE_FILE: Final = "trainer-state.json"
@@ -158,8 +158,7 @@ class TrainerService:
             await self.bus.start()
             await self._registry()
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=list(config.kafka.bootstrap_servers),
-                client_id=config.kafka.client_id,
+                **config.kafka.consumer_options(),
                 group_id=config.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -229,7 +228,7 @@ class TrainerService:
         try:
             connection = await self.bus.wait_connected(self.config.nats_timeout_s)
         except TimeoutError:
-            servers = ",".join(self.config.nats.servers)
+            servers = redact(",".join(self.config.nats.servers))
             raise CentralError(
                 f"NATS at {servers} did not answer within {self.config.nats_timeout_s:g} s: "
                 f"{self.bus.status.last_error or 'no connection'}",

@@ -18,10 +18,19 @@ from central.cli.bridge import bridge
 from central.cli.controller import controller
 from central.cli.run import run
 from central.cli.train_follow import train_follow
+from central.kafka_settings import KafkaSecurity
 from central.settings import BridgeSettings, MonitorRoleSettings, RolloutSettings, TrainerSettings
+from runtime.nats import NatsClientSettings
 
 COMMANDS = {"run": run, "bridge": bridge, "train": train_follow, "controller": controller}
-CLASSES = (BridgeSettings, TrainerSettings, MonitorRoleSettings, RolloutSettings)
+CLASSES = (
+    BridgeSettings,
+    TrainerSettings,
+    MonitorRoleSettings,
+    RolloutSettings,
+    NatsClientSettings,
+    KafkaSecurity,
+)
 
 
 def declared() -> dict[str, dataclasses.Field[Any]]:
@@ -64,8 +73,18 @@ def test_the_commands_share_their_options_with_the_settings() -> None:
         ("run", "--nats"),
         ("bridge", "--nats"),
         ("controller", "--nats"),
+        ("bridge", "--replication-factor"),
+        ("bridge", "--min-insync-replicas"),
     ]:
         assert expected in flags
+    # Credentials and TLS for both buses reach every command that uses them.
+    for command in COMMANDS:
+        for flag in ("--nats-tls-ca", "--nats-credentials", "--nats-password-file"):
+            expected = (command, flag)
+            assert expected in flags
+    for command in ("run", "bridge", "train"):
+        for flag in ("--kafka-security-protocol", "--kafka-sasl-mechanism", "--kafka-tls-ca"):
+            assert (command, flag) in flags
 
 
 @pytest.mark.parametrize(
