@@ -36,14 +36,20 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from edge_node.bundle_cache import BundleCache
 from edge_node.model_store import Canary, ModelStore, Refusal
-from protocol.bundle import inspect_bundle
+from protocol.bundle import MAX_BUNDLE_BYTES, inspect_bundle
 from protocol.errors import ProtocolError
 from protocol.keys import TrustedKeys
 from protocol.rollout import Floor, RolloutError, RolloutState, admit
 from protocol.serving import ServingModel
 from protocol.subjects import bundle_object_name
 from runtime.backoff import Backoff
-from runtime.registry import DEFAULT_BUCKETS, Buckets, ModelRegistry, RegistryError
+from runtime.registry import (
+    DEFAULT_BUCKETS,
+    Buckets,
+    BundleTooLargeError,
+    ModelRegistry,
+    RegistryError,
+)
 from runtime.service import Lifecycle
 from runtime.supervisor import BusConnection, BusListener, BusSupervisor, describe_error
 
@@ -352,7 +358,16 @@ class ModelSync(BusListener):
             refused = self._refused.get(version)
             if refused is not None and await registry.bundle_digest(version) == refused:
                 return None  # refused before, unchanged since
-            fetched = await registry.fetch(version, timeout_s=self.timing.fetch_timeout_s)
+            fetched = await registry.fetch(
+                version, timeout_s=self.timing.fetch_timeout_s, max_bytes=MAX_BUNDLE_BYTES
+            )
+        except BundleTooLargeError as exc:  # refused before its bytes were read, for good
+            self._record_refusal(f"nats:{name}", exc.code, exc.message)
+            self.models.remember_refused(version)
+            self._refused[version] = await self._digest_or_none(registry, version) or ""
+            self._refusals += 1
+            self._note_error(f"refused bundle {version}; keeping what is served: {exc.message}")
+            return None
         except (RegistryError, nats.errors.Error, TimeoutError, OSError) as exc:
             raise _Retry(f"cannot fetch {name}: {describe_error(exc)}") from exc
         data = fetched.data
@@ -371,6 +386,12 @@ class ModelSync(BusListener):
             return None
         self._refused.pop(version, None)
         return model, data
+
+    @staticmethod
+    async def _digest_or_none(registry: ModelRegistry, version: int) -> str | None:
+        with contextlib.suppress(RegistryError, nats.errors.Error, TimeoutError):
+            return await registry.bundle_digest(version)
+        return None
 
     def _check_version(self, data: bytes, version: int, source: str) -> None:
         """Refuses an object whose manifest names another version than its object name."""

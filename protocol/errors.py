@@ -29,7 +29,8 @@ The whole tree, with each class's status and the module it lives in::
     ├── SettingsError                 400  runtime.settings: a setting or settings file is bad
     ├── ServiceStateError             503  runtime.service: a service started twice or closed
     ├── RegistryError                 503  runtime.registry: a bundle or rollout record failed
-    │   └── BundleNotFoundError       404  no such bundle on the bus
+    │   ├── BundleNotFoundError       404  no such bundle on the bus
+    │   └── BundleTooLargeError       413  its recorded size (or its download) is over the limit
     ├── EdgeError                     500  edge_node.errors: what the edge answers with
     │   ├── BadRequest                400  a parameter or body is malformed
     │   ├── Unauthorized              401  a required API key is missing or wrong

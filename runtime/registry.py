@@ -58,6 +58,13 @@ class RegistryError(ProximaError):
 
 class BundleNotFoundError(RegistryError):
     code = "bundle_not_found"
+
+
+class BundleTooLargeError(RegistryError):
+    """The object is bigger than the caller takes: refused before (or while) downloading."""
+
+    code = "bundle_too_large"
+    status = 413
     status = 404
 
 
@@ -116,11 +123,21 @@ class ModelRegistry:
         """The bytes of ``bundle-<version>`` (unverified: check them with ``read_bundle``)."""
         return (await self.fetch(version, timeout_s=timeout_s)).data
 
-    async def fetch(self, version: int, *, timeout_s: float | None = None) -> FetchedBundle:
+    async def fetch(
+        self, version: int, *, timeout_s: float | None = None, max_bytes: int | None = None
+    ) -> FetchedBundle:
+        """``bundle-<version>``; with ``max_bytes``, an object whose recorded size is larger
+        is refused before a chunk is read, and the download stops once more bytes came."""
         name = bundle_object_name(version)
-        buffer = io.BytesIO()
+        buffer = _CappedBuffer(name, max_bytes)
         try:
             store = await self.js.object_store(self.buckets.models)
+            if max_bytes is not None:
+                info = await asyncio.wait_for(store.get_info(name), timeout_s)
+                if info.size is not None and info.size > max_bytes:
+                    raise BundleTooLargeError(
+                        f"{name} is {info.size} bytes, over the limit of {max_bytes}"
+                    )
             result = await asyncio.wait_for(store.get(name, writeinto=buffer), timeout_s)
         except (BucketNotFoundError, ObjectNotFoundError) as exc:
             raise BundleNotFoundError(f"{self.buckets.models} holds no {name}") from exc
@@ -274,6 +291,21 @@ class ModelRegistry:
 def _finish(state: RolloutState, signer: Ed25519PrivateKey | None, by: str | None) -> RolloutState:
     state = dataclasses.replace(state, by=by) if by is not None else state
     return state.signed(signer) if signer is not None else state
+
+
+class _CappedBuffer(io.BytesIO):
+    """Where a download is written: refuses the chunk that would take it past ``limit``."""
+
+    def __init__(self, name: str, limit: int | None) -> None:
+        super().__init__()
+        self._name, self._limit = name, limit
+
+    def write(self, chunk: Any) -> int:
+        if self._limit is not None and self.tell() + len(chunk) > self._limit:
+            raise BundleTooLargeError(
+                f"{self._name} sent more than {self._limit} bytes, more than its size said"
+            )
+        return super().write(chunk)
 
 
 def decode_rollout(region: str, value: bytes | None) -> RolloutState:
