@@ -17,15 +17,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.client import JetStreamContext
 
-from central.rollout.operator import AUTOMATIC, Actor
+from central.rollout.operator import AUTOMATIC, TRAINER, Actor
 from central.rollout.plan import Decision, Guardrails, RolloutPlan, RolloutPlanError
 from central.rollout.store import apply_edge_record, audit, change_plan, read_edge_record
 from protocol.subjects import MODELS_BUCKET, bundle_object_name, check_token
 from runtime.registry import ModelRegistry
 
 log = logging.getLogger("proxima.rollout")
+
+RELEASES = Actor(TRAINER)  # the trainer's own releases, unsigned
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,11 @@ class RolloutPolicy:
 
 
 async def roll_out_new_bundle(
-    js: JetStreamContext, version: int, regions: Iterable[str], policy: RolloutPolicy
+    js: JetStreamContext,
+    version: int,
+    regions: Iterable[str],
+    policy: RolloutPolicy,
+    actor: Actor = RELEASES,
 ) -> dict[str, str]:
     """Starts ``policy``'s rollout in every region that has a stable bundle to compare with;
     a region without one gets ``version`` promoted, and one already rolling out is left
@@ -112,14 +119,16 @@ async def roll_out_new_bundle(
     for region in regions:
         record, _ = await read_edge_record(js, region)
         if record is None or record.stable is None:
-            await ModelRegistry(js).promote_regions(version, (region,))
+            await ModelRegistry(js).promote_regions(
+                version, (region,), signer=actor.signer, by=actor.operator.label()
+            )
             outcome[region] = "promoted (no stable bundle to compare with)"
             continue
         request = RolloutRequest(
             version, (region,), policy.steps, policy.interval_s, policy.guardrails, policy.shadow
         )
         try:
-            await start_rollout(js, request)
+            await start_rollout(js, request, actor)
         except RolloutPlanError as exc:
             outcome[region] = f"not rolled out: {exc}"
             continue
@@ -130,20 +139,27 @@ async def roll_out_new_bundle(
 BundleRelease = Callable[[ModelRegistry, int], Awaitable[tuple[str, ...]]]
 
 
-def bundle_release(regions: Iterable[str], policy: RolloutPolicy | None) -> BundleRelease:
+def bundle_release(
+    regions: Iterable[str],
+    policy: RolloutPolicy | None,
+    signer: Ed25519PrivateKey | None = None,
+) -> BundleRelease:
     """What to do with each newly published bundle: make it stable in ``regions`` (no
     policy), or start ``policy``'s rollout there (:func:`roll_out_new_bundle`). The function
     returned gets the publisher's registry and the version, and returns the regions where
-    the bundle became stable at once."""
+    the bundle became stable at once. ``signer`` signs the rollout records written."""
+    actor = Actor(TRAINER, signer)
     targets = tuple(check_token(region, "region") for region in regions)
 
     async def release(registry: ModelRegistry, version: int) -> tuple[str, ...]:
         if not targets:
             return ()
         if policy is None:
-            await registry.promote_regions(version, targets)
+            await registry.promote_regions(
+                version, targets, signer=signer, by=actor.operator.label()
+            )
             return targets
-        rolled = await roll_out_new_bundle(registry.js, version, targets, policy)
+        rolled = await roll_out_new_bundle(registry.js, version, targets, policy, actor)
         for region, what in rolled.items():
             log.info("bundle %d in %s: %s", version, region, what)
         return tuple(region for region, what in rolled.items() if what.startswith("promoted"))

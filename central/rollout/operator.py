@@ -59,6 +59,7 @@ def label(name: str, via: str) -> str:
 
 
 CONTROLLER: Final = Operator("controller", "service")
+TRAINER: Final = Operator("trainer", "service")  # what the trainer's releases are done as
 
 
 def operator_of(nats: NatsSettings, *, claimed: str | None = None) -> Operator:

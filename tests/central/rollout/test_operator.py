@@ -12,17 +12,19 @@ from pathlib import Path
 import nats
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import JetStreamContext
 
 from central.cli import main as cli
 from central.keys import write_keypair
+from central.rollout.operations import bundle_release
 from central.rollout.operator import Operator, OperatorError, operator_of
 from central.rollout.store import audit_entries, read_edge_record, read_plan
 from protocol.keys import TrustedKeys, load_public_key
 from runtime.nats import NatsSettings
 from runtime.registry import ModelRegistry
 from tests.deploy.nats_topology import ConfiguredNatsServer
-from tests.servers import LOCALHOST
+from tests.servers import LOCALHOST, NatsServer
 
 
 def creds_file(directory: Path, claims: dict[str, object]) -> Path:
@@ -133,3 +135,25 @@ async def test_each_decision_and_audit_entry_names_its_operator(
     assert code == 0, out
     assert "rollback of bundle 8 by alice" in out
     assert "start of bundle 8 by alice" in out
+
+
+@pytest.fixture
+async def plain_js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    client = await nats.connect(nats_server.url)
+    yield client.jetstream()
+    await client.close()
+
+
+async def test_the_trainers_releases_are_signed_and_say_so(plain_js: JetStreamContext) -> None:
+    signer = Ed25519PrivateKey.generate()
+    registry = ModelRegistry(plain_js)
+    await registry.publish_bundle(b"bundle 3", 3)
+    release = bundle_release(("eu", "us"), None, signer)
+    assert await release(registry, 3) == ("eu", "us")
+    trusted = TrustedKeys.of([signer.public_key()])
+    for region in ("eu", "us"):
+        record, _ = await read_edge_record(plain_js, region)
+        assert record is not None and (record.stable, record.by) == (3, "trainer")
+        record.verify(trusted)
+    unsigned = await registry.promote_regions(3, ("ap",))
+    assert unsigned["ap"].signature is None and unsigned["ap"].by is None
