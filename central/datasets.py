@@ -47,7 +47,15 @@ from typing import Final, Literal, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
+from central.datasets_columns import (
+    RAW_SCHEMA,
+    GenericColumns,
+    diginetica_table,
+    generic_table,
+    rows_table,
+)
 from central.errors import DataFormatError
 from central.eventlog import EventLog, build_log
 from protocol.events import EVENT_TYPE_CODES, MAX_TS_MS
@@ -57,7 +65,6 @@ LogFormat = Literal["diginetica", "csv"]
 DEFAULT_SESSION_GAP_S: Final = 30 * 60
 SECONDS_BELOW: Final = 10**11
 SKIP_REASONS_KEPT: Final = 5
-WHOLE_FILE: Final = 2**62  # a chunk size that reads everything at once
 
 _VIEW: Final = EVENT_TYPE_CODES["view"]
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -97,16 +104,6 @@ class Rows:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def extend(self, other: Rows) -> None:
-        self.keys.extend(other.keys)
-        self.items.extend(other.items)
-        self.times.extend(other.times)
-        self.types.extend(other.types)
-        self.categories.extend(other.categories)
-        self.prices.extend(other.prices)
-        if self.users is not None and other.users is not None:
-            self.users.extend(other.users)
-
     def add(self, key: str, item: str, when: float, event_type: int, category: str | None,
             price: float | None) -> None:
         self.keys.append(key)
@@ -115,6 +112,10 @@ class Rows:
         self.types.append(event_type)
         self.categories.append(category)
         self.prices.append(price)
+
+    def table(self) -> pa.Table:
+        return rows_table(self.keys, self.items, self.times, self.types, self.categories,
+                          self.prices, self.users)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -141,23 +142,24 @@ def read_log(
     session_gap_s: float = DEFAULT_SESSION_GAP_S,
 ) -> tuple[EventLog, ReadStats]:
     """Reads ``path`` in format ``fmt``; see the module docstring for both formats."""
-    with LogChunks(path, fmt, skip_bad_rows=skip_bad_rows, chunk_rows=WHOLE_FILE) as chunks:
-        rows = Rows()
-        for chunk in chunks:
-            rows.extend(chunk)
+    with LogChunks(path, fmt, skip_bad_rows=skip_bad_rows) as chunks:
+        table = pa.concat_tables([RAW_SCHEMA.empty_table(), *chunks])
         from_users = chunks.from_users
         tally = chunks.tally
-    if not rows.items:
+    if not table.num_rows:
         raise DataFormatError("the log holds no usable event rows", path=str(path))
-    if fmt == "csv":
-        ts_ms = milliseconds(np.asarray(rows.times, dtype=np.float64), path).tolist()
-    else:
-        ts_ms = [int(t) for t in rows.times]
+    times = table.column("time").to_numpy()
+    in_ms = milliseconds(times, path) if fmt == "csv" else times.astype(np.int64)
+    ts_ms = in_ms.tolist()
     sessions_made = 0
-    session_keys = rows.keys
+    session_keys = table.column("key").to_pylist()
     if from_users:
-        session_keys, sessions_made = _cut_sessions(rows.keys, ts_ms, session_gap_s)
-    log = build_log(session_keys, rows.items, ts_ms, rows.types, rows.categories, rows.prices)
+        session_keys, sessions_made = _cut_sessions(session_keys, ts_ms, session_gap_s)
+    log = build_log(
+        session_keys, table.column("item").to_pylist(), ts_ms,
+        table.column("type").to_pylist(), table.column("category").to_pylist(),
+        [None if p != p else p for p in table.column("price").to_pylist()],
+    )  # fmt: skip
     stats = ReadStats(tally.read, tally.skipped, sessions_made, tuple(tally.reasons))
     return log, stats
 
@@ -184,7 +186,7 @@ class LogChunks:
         self.from_users = False
         self._binary: io.BufferedReader | None = None
         self._text: io.TextIOWrapper | None = None
-        self._rows: Iterator[Rows] | None = None
+        self._rows: Iterator[pa.Table] | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -217,7 +219,7 @@ class LogChunks:
         if self._text is not None:
             self._text.close()
 
-    def __iter__(self) -> Iterator[Rows]:
+    def __iter__(self) -> Iterator[pa.Table]:
         if self._rows is None:
             raise RuntimeError("enter LogChunks with 'with' first")
         while True:
@@ -248,15 +250,6 @@ class _CsvReader(Protocol):
     def __next__(self) -> list[str]: ...
 
 
-def _data_rows(reader: _CsvReader, tally: _Tally) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank rows after the header, each with its 1-based (last) line number."""
-    for row in reader:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        tally.read += 1
-        yield reader.line_num, row
-
-
 def _header(reader: _CsvReader, path: Path) -> list[str]:
     for row in reader:
         if row and any(cell.strip() for cell in row):
@@ -264,7 +257,9 @@ def _header(reader: _CsvReader, path: Path) -> list[str]:
     raise DataFormatError("the file is empty: expected a header line", path=str(path))
 
 
-def _read_diginetica(reader: _CsvReader, tally: _Tally, chunk_rows: int) -> Iterator[Rows]:
+def _read_diginetica(
+    reader: _CsvReader, tally: _Tally, chunk_rows: int
+) -> Iterator[pa.Table]:
     header = [name.replace("_", "") for name in _header(reader, tally.path)]
     wanted = [name.replace("_", "") for name in _DIGINETICA_COLUMNS]
     missing = [name for name, norm in zip(_DIGINETICA_COLUMNS, wanted, strict=True)
@@ -287,11 +282,33 @@ def _read_diginetica(reader: _CsvReader, tally: _Tally, chunk_rows: int) -> Iter
 def _diginetica_rows(
     reader: _CsvReader, tally: _Tally, chunk_rows: int, width: int,
     columns: tuple[int, int, int, int],
-) -> Iterator[Rows]:  # fmt: skip
-    col_session, col_item, col_frame, col_date = columns
+) -> Iterator[pa.Table]:  # fmt: skip
     midnight_ms: dict[str, int] = {}
+
+    def midnight_or_none(date: str) -> int | None:
+        try:
+            return _midnight_utc_ms(date)
+        except _BadRow:
+            return None
+
+    while True:
+        lines, raw = _take_rows(reader, tally, chunk_rows)
+        if not raw:
+            return
+        table = diginetica_table(raw, width, columns, midnight_or_none)
+        if table is None:
+            table = _diginetica_row_by_row(lines, raw, tally, width, columns, midnight_ms)
+        if table.num_rows:
+            yield table
+
+
+def _diginetica_row_by_row(
+    lines: list[int], raw: list[list[str]], tally: _Tally, width: int,
+    columns: tuple[int, int, int, int], midnight_ms: dict[str, int],
+) -> pa.Table:  # fmt: skip
+    col_session, col_item, col_frame, col_date = columns
     rows = Rows()
-    for line, row in _data_rows(reader, tally):
+    for line, row in zip(lines, raw, strict=True):
         try:
             if len(row) != width:
                 raise _BadRow(f"expected {width} columns, found {len(row)}")
@@ -310,16 +327,12 @@ def _diginetica_rows(
             tally.bad(line, str(exc))
             continue
         rows.add(session, item, day_ms + frame, _VIEW, None, None)
-        if len(rows.keys) >= chunk_rows:
-            yield rows
-            rows = Rows()
-    if rows.keys:
-        yield rows
+    return rows.table()
 
 
 def _read_generic(
     reader: _CsvReader, tally: _Tally, chunk_rows: int
-) -> tuple[bool, Iterator[Rows]]:
+) -> tuple[bool, Iterator[pa.Table]]:
     header = _header(reader, tally.path)
     columns = {name: header.index(name) for name in ("item_id", "timestamp", *_CSV_OPTIONAL)
                if name in header}
@@ -341,27 +354,28 @@ def _read_generic(
     col_category = columns.get("category")
     col_price = columns.get("price")
     col_user = None if from_users else columns.get("user_id")
-    shape = _GenericColumns(len(header), key_name, col_key, col_item, col_time, col_type,
+    shape = GenericColumns(len(header), key_name, col_key, col_item, col_time, col_type,
                             col_category, col_price, col_user)  # fmt: skip
     return from_users, _generic_rows(reader, tally, chunk_rows, shape)
 
 
-@dataclass(frozen=True, slots=True)
-class _GenericColumns:
-    width: int
-    key_name: str
-    key: int
-    item: int
-    time: int
-    type: int | None
-    category: int | None
-    price: int | None
-    user: int | None  # kept for a log of sessions that names its users
-
-
 def _generic_rows(
-    reader: _CsvReader, tally: _Tally, chunk_rows: int, shape: _GenericColumns
-) -> Iterator[Rows]:
+    reader: _CsvReader, tally: _Tally, chunk_rows: int, shape: GenericColumns
+) -> Iterator[pa.Table]:
+    while True:
+        lines, raw = _take_rows(reader, tally, chunk_rows)
+        if not raw:
+            return
+        table = generic_table(raw, shape)
+        if table is None:
+            table = _generic_row_by_row(lines, raw, tally, shape)
+        if table.num_rows:
+            yield table
+
+
+def _generic_row_by_row(
+    lines: list[int], raw: list[list[str]], tally: _Tally, shape: GenericColumns
+) -> pa.Table:
     width, key_name, col_key, col_item, col_time = (
         shape.width, shape.key_name, shape.key, shape.item, shape.time,
     )  # fmt: skip
@@ -369,7 +383,7 @@ def _generic_rows(
         shape.type, shape.category, shape.price, shape.user,
     )  # fmt: skip
     rows = Rows(users=None if col_user is None else [])
-    for line, row in _data_rows(reader, tally):
+    for line, row in zip(lines, raw, strict=True):
         try:
             if len(row) != width:
                 raise _BadRow(f"expected {width} columns, found {len(row)}")
@@ -389,11 +403,25 @@ def _generic_rows(
         rows.add(key, item, when, event_type, category, price)
         if rows.users is not None:
             rows.users.append(row[col_user].strip() or None)  # type: ignore[index]
-        if len(rows.keys) >= chunk_rows:
-            yield rows
-            rows = Rows(users=None if col_user is None else [])
-    if rows.keys:
-        yield rows
+    return rows.table()
+
+
+def _take_rows(
+    reader: _CsvReader, tally: _Tally, count: int
+) -> tuple[list[int], list[list[str]]]:
+    """Up to ``count`` non-blank rows after the header, with their (last) line numbers."""
+    lines: list[int] = []
+    rows: list[list[str]] = []
+    add_line, add_row = lines.append, rows.append
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        add_row(row)
+        add_line(reader.line_num)
+        if len(rows) >= count:
+            break
+    tally.read += len(rows)
+    return lines, rows
 
 
 def _non_negative_int(text: str, name: str) -> int:

@@ -33,10 +33,10 @@ from central.datasets import (
     SECONDS_BELOW,
     LogChunks,
     LogFormat,
-    Rows,
     scaled_milliseconds,
     session_numbers,
 )
+from central.datasets_columns import RAW_SCHEMA
 from central.errors import DataFormatError
 from central.lake.commit import Commit, Stager, recover, sync_file
 from central.lake.layout import LakeLayout, event_date, open_lake
@@ -55,14 +55,6 @@ Progress = Callable[[int, int, int], None]  # rows so far, bytes read, bytes in 
 CHUNK_ROWS: Final = 250_000
 MAX_OPEN_FILES: Final = 128
 _DAY_MS: Final = 86_400_000
-_RAW: Final = pa.schema(
-    [
-        pa.field("key", pa.string()), pa.field("item", pa.string()),
-        pa.field("time", pa.float64()), pa.field("type", pa.int8()),
-        pa.field("category", pa.string()), pa.field("price", pa.float64()),
-        pa.field("user", pa.string()),
-    ]
-)  # fmt: skip
 _LOCK: Final = "import.lock"
 
 
@@ -111,11 +103,10 @@ def _import(
     chunk_sizes: list[int] = []
     max_time = -1.0
     with LogChunks(data, fmt, skip_bad_rows=skip_bad_rows, chunk_rows=chunk_rows) as chunks:
-        for rows in chunks:
-            raw = _raw_table(rows)
-            if len(rows):
+        for raw in chunks:
+            if raw.num_rows:
                 max_time = max(max_time, float(pc.max(raw.column("time")).as_py()))
-            with ipc.new_file(spill / f"{len(chunk_sizes)}.arrow", _RAW) as sink:
+            with ipc.new_file(spill / f"{len(chunk_sizes)}.arrow", RAW_SCHEMA) as sink:
                 sink.write_table(raw)
             chunk_sizes.append(raw.num_rows)
             if progress is not None:
@@ -161,19 +152,6 @@ def _import(
 def _spilled(spill: Path, number: int) -> pa.Table:
     with pa.memory_map(str(spill / f"{number}.arrow")) as mapped:
         return ipc.open_file(mapped).read_all()
-
-
-def _raw_table(rows: Rows) -> pa.Table:
-    users = rows.users if rows.users is not None else None
-    return pa.Table.from_arrays(
-        [
-            pa.array(rows.keys, pa.string()), pa.array(rows.items, pa.string()),
-            pa.array(rows.times, pa.float64()), pa.array(rows.types, pa.int8()),
-            pa.array(rows.categories, pa.string()), pa.array(rows.prices, pa.float64()),
-            pa.nulls(len(rows), pa.string()) if users is None else pa.array(users, pa.string()),
-        ],
-        schema=_RAW,
-    )  # fmt: skip
 
 
 @dataclass(slots=True)
