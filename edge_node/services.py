@@ -22,6 +22,7 @@ from edge_node.catalog import CatalogCollector, CatalogReplica, overlay, overlay
 from edge_node.config import EdgeSettings
 from edge_node.keyring import rollout_keys
 from edge_node.model_sync import ModelSync
+from edge_node.rules.live import RulesSync
 from edge_node.state import EdgeState, node_status
 from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink.publisher import EventPublisher
@@ -61,6 +62,7 @@ def edge_services(
         return services
     bus = state.bus = users.bus = BusSupervisor(nats, ping_interval_s=PING_INTERVAL_S)
     catalog = state.catalog = _catalog_replica(settings, state, bus)
+    rules_sync = RulesSync(bus, lambda rules: setattr(state.recommender, "rules", rules))
 
     def swapped(model: ServingModel) -> None:
         overlay_all(model.tables, catalog)  # the catalog's prices reach the new bundle's features
@@ -93,6 +95,7 @@ def edge_services(
         *services,
         Entry(bus),
         Entry(catalog),
+        Entry(rules_sync),
         Entry(state.model_sync),
         Entry(state.publisher, PUBLISHER_SHARE),
         Entry(state.telemetry_publisher),

@@ -24,6 +24,7 @@ COMMANDS = {
     "rollback": "central.cli.rollout:rollback_command",
     "lake": "central.cli.lake:lake",
     "catalog": "central.cli.catalog:catalog",
+    "rules": "central.cli.rules:rules",
     "report": "central.cli.report:report",
 }
 

@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
-from edge_node.rules.evaluation import Evaluation
+from edge_node.rules.evaluation import Evaluation, ItemCatalog
 from edge_node.rules.model import (
     BOUND_ITEM,
     MAX_OFFERS_PER_RESPONSE,
@@ -62,6 +62,16 @@ class Matcher:
                 return False
             if selector.price_below is not None and not price < selector.price_below:
                 return False
+        if selector.stock_below is not None or selector.attributes:
+            if not isinstance(catalog, ItemCatalog):
+                return False  # no live catalog: nothing is known to match
+            if selector.stock_below is not None:
+                stock = catalog.stock_of(item)
+                if stock is None or not stock < selector.stock_below:
+                    return False
+            for name, wanted in selector.attributes:
+                if catalog.attribute_of(item, name) != wanted:
+                    return False
         if selector.bought and item not in self._ev.window.bought:
             return False
         return not (selector.in_cart and item not in self._ev.window.carted)

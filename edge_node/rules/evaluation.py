@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Callable, Mapping
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from protocol.window import Entry, SessionWindow
 
@@ -26,6 +26,15 @@ class Catalog(Protocol):
     def category_of(self, item_id: str) -> str | None: ...
 
     def price_of(self, item_id: str) -> float | None: ...
+
+
+@runtime_checkable
+class ItemCatalog(Protocol):
+    """The live item catalog's fields beyond the bundle's: stock and attributes."""
+
+    def stock_of(self, item_id: str) -> int | None: ...
+
+    def attribute_of(self, item_id: str, name: str) -> str | int | float | bool | None: ...
 
 
 class Evaluation:

@@ -143,6 +143,8 @@ class Selector:
     price_below: float | None = None
     bought: bool = False
     in_cart: bool = False
+    stock_below: int | None = None  # catalog stock known and below this
+    attributes: tuple[tuple[str, ContextValue], ...] = ()  # catalog attributes equal to these
 
 
 @dataclass(frozen=True, slots=True)

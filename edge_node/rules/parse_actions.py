@@ -21,6 +21,7 @@ from edge_node.rules.model import (
     Action,
     Boost,
     Bury,
+    ContextValue,
     Filter,
     Inject,
     Offer,
@@ -31,7 +32,10 @@ from edge_node.rules.model import (
 ACTION_KINDS: Final = ("boost", "bury", "pin", "filter", "inject", "offer")
 SELECTOR_KEYS: Final = (
     "items", "item", "category", "price_above", "price_below", "bought", "in_cart",
+    "stock_below", "attribute",
 )
+MAX_ATTRIBUTE_TESTS: Final = 8
+MAX_STOCK: Final = 10**9
 _MAX_PAYLOAD_NESTING: Final = 16
 
 
@@ -89,8 +93,29 @@ def _selector(body: dict[str, object], path: str, what: str) -> Selector:
     if above is not None and below is not None and above >= below:
         raise RulesError(f"price_above ({above:g}) must be less than price_below ({below:g}); "
                          "no price is both", code="bad_value", path=f.join(path, "price_below"))
+    stock_below = None
+    if "stock_below" in body:
+        stock_below = f.integer(body["stock_below"], f.join(path, "stock_below"), "stock_below",
+                                1, MAX_STOCK)
     return Selector(items, category, above, below, _true_only(body, path, "bought"),
-                    _true_only(body, path, "in_cart"))
+                    _true_only(body, path, "in_cart"), stock_below, _attributes(body, path))
+
+
+def _attributes(body: dict[str, object], path: str) -> tuple[tuple[str, ContextValue], ...]:
+    if "attribute" not in body:
+        return ()
+    sub = f.join(path, "attribute")
+    raw = body["attribute"]
+    if not isinstance(raw, dict) or not raw:
+        raise RulesError("attribute must be a mapping of attribute names to values, e.g. "
+                         "{colour: red}", code="bad_type", path=sub)
+    if len(raw) > MAX_ATTRIBUTE_TESTS:
+        raise RulesError(f"attribute tests at most {MAX_ATTRIBUTE_TESTS} attributes",
+                         code="too_many", path=sub)
+    return tuple(
+        (f.token(name, sub, "an attribute name"), f.context_value(value, f.join(sub, str(name))))
+        for name, value in raw.items()
+    )
 
 
 def _price(body: dict[str, object], path: str, key: str) -> float | None:
