@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.client import JetStreamContext
 
 from central.monitor.store import TelemetryStore
+from central.rollout.evidence import gather
 from central.rollout.guardrails import Verdict, judge
 from central.rollout.plan import Decision, RolloutPlan
 from central.rollout.store import (
@@ -63,7 +64,13 @@ class RolloutController:
         if now <= plan.step_started_at:  # started by a clock ahead of this one: wait for it
             return
         window = self.telemetry.window(region, since=plan.step_started_at, until=now)
-        verdict = judge(plan, window, now)
+        evidence = await gather(
+            self.js,
+            plan,
+            lambda since, until: self.telemetry.window(region, since=since, until=until),
+            now,
+        )
+        verdict = judge(plan, window, now, evidence)
         if verdict.action == "hold" or (plan.status == "paused" and verdict.action != "rollback"):
             await self._note_hold(plan, verdict, now)
             return

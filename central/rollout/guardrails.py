@@ -10,9 +10,11 @@ the same time window. The rules:
   ``min(min_requests, 50)`` times;
 * its p99 answer time above ``max_p99_ms`` rolls back, judged once it gave
   ``min(min_requests, 100)`` answers (in the shadow step: its ranking time);
-* CTR is compared as the ratio canary/stable with a Katz log-ratio confidence interval;
-  the rollout is rolled back when the whole interval lies below ``min_ctr_ratio``, that is
-  when the canary is worse than allowed with the plan's confidence, not on a raw ratio;
+* CTR is compared as the ratio canary/stable over the step's whole persisted evidence
+  (:mod:`central.rollout.evidence`) with an always-valid confidence sequence, since it is
+  looked at every tick; the rollout is rolled back when the whole interval lies below
+  ``min_ctr_ratio``, that is when the canary is worse than allowed with the plan's
+  confidence however often it was checked, not on a raw ratio;
 * a step advances when its interval has passed and the canary gave ``min_requests``
   answers; otherwise it holds. The last step completes the rollout the same way.
 """
@@ -21,10 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any, Literal
 
 from central.monitor.store import WindowSummary
+from central.rollout.evidence import Evidence
 from central.rollout.plan import RolloutPlan
 
 Action = Literal["advance", "hold", "rollback", "complete"]
@@ -37,35 +39,9 @@ class Verdict:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class RatioInterval:
-    ratio: float
-    low: float
-    high: float
-
-
-def ctr_ratio_interval(
-    clicks_canary: int,
-    impressions_canary: int,
-    clicks_stable: int,
-    impressions_stable: int,
-    confidence: float,
-) -> RatioInterval | None:
-    """Katz's interval for the ratio of two proportions (0.5 added to empty click counts)."""
-    if impressions_canary <= 0 or impressions_stable <= 0:
-        return None
-    x1 = min(max(clicks_canary, 0.5), impressions_canary)
-    x2 = min(max(clicks_stable, 0.5), impressions_stable)
-    n1, n2 = impressions_canary, impressions_stable
-    log_ratio = math.log((x1 / n1) / (x2 / n2))
-    se = math.sqrt(max(1 / x1 - 1 / n1 + 1 / x2 - 1 / n2, 0.0))
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    return RatioInterval(
-        math.exp(log_ratio), math.exp(log_ratio - z * se), math.exp(log_ratio + z * se)
-    )
-
-
-def judge(plan: RolloutPlan, window: WindowSummary, now: float) -> Verdict:
+def judge(
+    plan: RolloutPlan, window: WindowSummary, now: float, evidence: Evidence | None = None
+) -> Verdict:
     rails = plan.guardrails
     figures: dict[str, Any] = {"nodes": len(window.nodes), "window_s": round(window.span_s, 1)}
     refused = window.refusals(plan.version)
@@ -114,7 +90,7 @@ def judge(plan: RolloutPlan, window: WindowSummary, now: float) -> Verdict:
             f"the allowed {rails.max_p99_ms:g} ms",
             figures,
         )
-    ctr_verdict = _judge_ctr(plan, window, figures)
+    ctr_verdict = _judge_ctr(plan, window, figures, evidence)
     if ctr_verdict is not None:
         return ctr_verdict
     if now - plan.step_started_at < plan.interval_s:
@@ -130,35 +106,33 @@ def judge(plan: RolloutPlan, window: WindowSummary, now: float) -> Verdict:
     return Verdict("advance", "guardrails held for the whole step", figures)
 
 
-def _judge_ctr(plan: RolloutPlan, window: WindowSummary, figures: dict[str, Any]) -> Verdict | None:
+def _judge_ctr(
+    plan: RolloutPlan, window: WindowSummary, figures: dict[str, Any], evidence: Evidence | None
+) -> Verdict | None:
     rails = plan.guardrails
     if plan.in_shadow or rails.min_ctr_ratio is None:
         return None
-    canary = window.variant("canary", plan.version)
-    stable = window.variant("stable")
+    step = evidence if evidence is not None else Evidence.start(plan).added(window, plan.version)
     figures |= {
-        "canary_ctr": _rate(canary.clicks, canary.impressions),
-        "stable_ctr": _rate(stable.clicks, stable.impressions),
-        "canary_impressions": canary.impressions,
-        "stable_impressions": stable.impressions,
+        "canary_ctr": _rate(step.canary_clicks, step.canary_impressions),
+        "stable_ctr": _rate(step.stable_clicks, step.stable_impressions),
+        "canary_impressions": step.canary_impressions,
+        "stable_impressions": step.stable_impressions,
+        "evidence_s": round(step.until - step.step_started_at, 1),
     }
-    if min(canary.impressions, stable.impressions) < max(rails.min_impressions, 1):
+    if min(step.canary_impressions, step.stable_impressions) < max(rails.min_impressions, 1):
         return None  # too little to judge yet (and at 100% there is no stable to compare)
-    interval = ctr_ratio_interval(
-        canary.clicks, canary.impressions, stable.clicks, stable.impressions, rails.confidence
-    )
-    if interval is None:
+    lift = step.ctr_lift(alpha=1 - rails.confidence)
+    if not math.isfinite(lift.high):
         return None
-    figures["ctr_ratio"] = [
-        round(interval.low, 4),
-        round(interval.ratio, 4),
-        round(interval.high, 4),
-    ]
-    if interval.high < rails.min_ctr_ratio:
+    low, ratio, high = 1 + lift.low, 1 + lift.estimate, 1 + lift.high
+    figures["ctr_ratio"] = [round(low, 4), round(ratio, 4), round(high, 4)]
+    if high < rails.min_ctr_ratio:
         return Verdict(
             "rollback",
-            f"canary CTR is {interval.ratio:.2f}x stable's (at {rails.confidence:.0%} "
-            f"confidence at most {interval.high:.2f}x), below the allowed "
+            f"canary CTR is {ratio:.2f}x stable's (always-valid {rails.confidence:.0%} "
+            f"interval: at most {high:.2f}x over the step's "
+            f"{step.canary_impressions} canary impressions), below the allowed "
             f"{rails.min_ctr_ratio:g}x",
             figures,
         )

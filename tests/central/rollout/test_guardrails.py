@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from central.monitor.store import TelemetryStore
-from central.rollout.guardrails import ctr_ratio_interval, judge
+from central.rollout.guardrails import judge
 from central.rollout.plan import Guardrails, RolloutPlan
 from protocol.telemetry import LatencyHistogram, Refused, ShadowStats, TelemetryReport, VariantStats
 
@@ -106,11 +104,3 @@ def test_the_shadow_step_is_judged_on_the_shadow_scores() -> None:
     assert v.figures["overlap_at_k"] == pytest.approx(0.6)
 
 
-def test_the_ctr_interval_brackets_the_ratio_and_narrows_with_data() -> None:
-    small = ctr_ratio_interval(10, 100, 12, 100, 0.95)
-    large = ctr_ratio_interval(1000, 10000, 1200, 10000, 0.95)
-    assert small is not None and large is not None
-    assert small.low < small.ratio < small.high
-    assert math.isclose(small.ratio, large.ratio)
-    assert (large.high - large.low) < (small.high - small.low)
-    assert ctr_ratio_interval(0, 0, 1, 10, 0.95) is None
