@@ -146,6 +146,10 @@ class CatalogStore:
             version = _next(old)
         else:
             version = new.version
+            if version == old.version and (new.updated_at or 0) <= (old.updated_at or 0):
+                # a tie is broken only by a later updated_at the feed itself sent
+                same = new.same_content(old) and not old.deleted
+                return None, "unchanged" if same else "stale"
         candidate = dataclasses.replace(
             new,
             version=version,

@@ -68,7 +68,7 @@ def push(nats_url: str, path: Path) -> None:
         return await _set_active(kv, parsed.version)
 
     active = _run(nats_url, work, create=True)
-    click.echo(f"rules {active.version} pushed and active ({len(parsed.rule_ids())} rules)")
+    click.echo(f"rules {active.version} pushed and active ({len(parsed.document.rules)} rules)")
 
 
 @rules.command()
