@@ -37,7 +37,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,12 +48,15 @@ from typing import Final, Literal, Protocol, Self
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from central.datasets_columns import (
     RAW_SCHEMA,
+    Column,
     GenericColumns,
     diginetica_table,
     generic_table,
+    row_columns,
     rows_table,
 )
 from central.errors import DataFormatError
@@ -65,6 +68,7 @@ LogFormat = Literal["diginetica", "csv"]
 DEFAULT_SESSION_GAP_S: Final = 30 * 60
 SECONDS_BELOW: Final = 10**11
 SKIP_REASONS_KEPT: Final = 5
+_BLOCK_BYTES: Final = 16 * 1024 * 1024  # Arrow's csv batches
 
 _VIEW: Final = EVENT_TYPE_CODES["view"]
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -187,11 +191,19 @@ class LogChunks:
         self._binary: io.BufferedReader | None = None
         self._text: io.TextIOWrapper | None = None
         self._rows: Iterator[pa.Table] | None = None
+        self._stream: pa.NativeFile | None = None
 
     @property
     def bytes_read(self) -> int:
         """How far into the file reading has got (for progress)."""
-        return self._binary.tell() if self._binary is not None and not self._binary.closed else 0
+        stream = self._stream
+        if stream is not None and not stream.closed:
+            return max(int(stream.tell()), self._binary_position())
+        return self._binary_position()
+
+    def _binary_position(self) -> int:
+        binary = self._binary
+        return binary.tell() if binary is not None and not binary.closed else 0
 
     def __enter__(self) -> Self:
         path = self.path
@@ -199,18 +211,43 @@ class LogChunks:
             self._binary = path.open("rb")
             self._text = io.TextIOWrapper(self._binary, newline="", encoding="utf-8-sig")
             try:
+                delimiter = ";" if self.fmt == "diginetica" else ","
+                reader = csv.reader(self._text, delimiter=delimiter)
                 if self.fmt == "diginetica":
-                    self._rows = _read_diginetica(
-                        csv.reader(self._text, delimiter=";"), self.tally, self.chunk_rows
-                    )
+                    width, fast, slow = _read_diginetica(reader, self.tally)
                 else:
-                    self.from_users, self._rows = _read_generic(
-                        csv.reader(self._text, delimiter=","), self.tally, self.chunk_rows
-                    )
+                    self.from_users, width, fast, slow = _read_generic(reader, self.tally)
+                arrow = None
+                if reader.line_num == 1:  # the header is the first line: Arrow can skip it
+                    arrow = self._arrow_batches(delimiter, width)
+                self._rows = _chunks(
+                    reader, self.tally, self.chunk_rows, width, fast, slow, arrow
+                )
             except BaseException:
                 self._text.close()
                 raise
         return self
+
+    def _arrow_batches(self, delimiter: str, width: int) -> Iterator[pa.RecordBatch] | None:
+        """The data rows tokenized by Arrow's csv reader, every cell a string; None when it
+        refuses the file's start (the csv module reads it then)."""
+        names = [f"c{i}" for i in range(width)]
+        self._stream = pa.input_stream(str(self.path))
+        try:
+            batches: Iterator[pa.RecordBatch] = pa_csv.open_csv(
+                self._stream,
+                read_options=pa_csv.ReadOptions(
+                    column_names=names, skip_rows=1, use_threads=False, block_size=_BLOCK_BYTES
+                ),
+                parse_options=pa_csv.ParseOptions(delimiter=delimiter),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )  # fmt: skip
+        except pa.ArrowInvalid:
+            return None
+        return batches
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -218,6 +255,8 @@ class LogChunks:
     ) -> None:  # fmt: skip
         if self._text is not None:
             self._text.close()
+        if self._stream is not None:
+            self._stream.close()
 
     def __iter__(self) -> Iterator[pa.Table]:
         if self._rows is None:
@@ -257,9 +296,7 @@ def _header(reader: _CsvReader, path: Path) -> list[str]:
     raise DataFormatError("the file is empty: expected a header line", path=str(path))
 
 
-def _read_diginetica(
-    reader: _CsvReader, tally: _Tally, chunk_rows: int
-) -> Iterator[pa.Table]:
+def _read_diginetica(reader: _CsvReader, tally: _Tally) -> tuple[int, _Fast, _Slow]:
     header = [name.replace("_", "") for name in _header(reader, tally.path)]
     wanted = [name.replace("_", "") for name in _DIGINETICA_COLUMNS]
     missing = [name for name, norm in zip(_DIGINETICA_COLUMNS, wanted, strict=True)
@@ -274,15 +311,8 @@ def _read_diginetica(
         header.index(wanted[0]), header.index(wanted[2]), header.index(wanted[3]),
         header.index(wanted[4]),
     )
-    return _diginetica_rows(
-        reader, tally, chunk_rows, len(header), (col_session, col_item, col_frame, col_date)
-    )
-
-
-def _diginetica_rows(
-    reader: _CsvReader, tally: _Tally, chunk_rows: int, width: int,
-    columns: tuple[int, int, int, int],
-) -> Iterator[pa.Table]:  # fmt: skip
+    width = len(header)
+    columns = (col_session, col_item, col_frame, col_date)
     midnight_ms: dict[str, int] = {}
 
     def midnight_or_none(date: str) -> int | None:
@@ -291,15 +321,13 @@ def _diginetica_rows(
         except _BadRow:
             return None
 
-    while True:
-        lines, raw = _take_rows(reader, tally, chunk_rows)
-        if not raw:
-            return
-        table = diginetica_table(raw, width, columns, midnight_or_none)
-        if table is None:
-            table = _diginetica_row_by_row(lines, raw, tally, width, columns, midnight_ms)
-        if table.num_rows:
-            yield table
+    def fast(column: Column, count: int) -> pa.Table | None:
+        return diginetica_table(column, count, columns, midnight_or_none)
+
+    def slow(lines: list[int], raw: list[list[str]]) -> pa.Table:
+        return _diginetica_row_by_row(lines, raw, tally, width, columns, midnight_ms)
+
+    return width, fast, slow
 
 
 def _diginetica_row_by_row(
@@ -330,9 +358,7 @@ def _diginetica_row_by_row(
     return rows.table()
 
 
-def _read_generic(
-    reader: _CsvReader, tally: _Tally, chunk_rows: int
-) -> tuple[bool, Iterator[pa.Table]]:
+def _read_generic(reader: _CsvReader, tally: _Tally) -> tuple[bool, int, _Fast, _Slow]:
     header = _header(reader, tally.path)
     columns = {name: header.index(name) for name in ("item_id", "timestamp", *_CSV_OPTIONAL)
                if name in header}
@@ -356,21 +382,62 @@ def _read_generic(
     col_user = None if from_users else columns.get("user_id")
     shape = GenericColumns(len(header), key_name, col_key, col_item, col_time, col_type,
                             col_category, col_price, col_user)  # fmt: skip
-    return from_users, _generic_rows(reader, tally, chunk_rows, shape)
+
+    def fast(column: Column, count: int) -> pa.Table | None:
+        return generic_table(column, count, shape)
+
+    def slow(lines: list[int], raw: list[list[str]]) -> pa.Table:
+        return _generic_row_by_row(lines, raw, tally, shape)
+
+    return from_users, shape.width, fast, slow
 
 
-def _generic_rows(
-    reader: _CsvReader, tally: _Tally, chunk_rows: int, shape: GenericColumns
-) -> Iterator[pa.Table]:
+_Fast = Callable[[Column, int], "pa.Table | None"]  # a chunk's columns → rows, or None
+_Slow = Callable[[list[int], list[list[str]]], pa.Table]  # rows read one at a time
+
+
+def _chunks(
+    reader: _CsvReader, tally: _Tally, chunk_rows: int, width: int, fast: _Fast, slow: _Slow,
+    arrow: Iterator[pa.RecordBatch] | None,
+) -> Iterator[pa.Table]:  # fmt: skip
+    """Chunks checked column by column where every cell is plain; else row by row. Arrow
+    tokenizes while it can; from the first batch it or the checks refuse, the csv module
+    reads on from the same row (so bad rows are reported with their lines)."""
+    delivered = 0
+    if arrow is not None:
+        try:
+            for batch in arrow:
+                table = fast(batch.column, batch.num_rows) if batch.num_rows else None
+                if table is None and batch.num_rows:
+                    break
+                tally.read += batch.num_rows
+                delivered += batch.num_rows
+                if table is not None:
+                    yield table
+            else:
+                return
+        except pa.ArrowInvalid:
+            pass
+        _skip_rows(reader, delivered)
     while True:
         lines, raw = _take_rows(reader, tally, chunk_rows)
         if not raw:
             return
-        table = generic_table(raw, shape)
+        column = row_columns(raw, width)
+        table = None if column is None else fast(column, len(raw))
         if table is None:
-            table = _generic_row_by_row(lines, raw, tally, shape)
+            table = slow(lines, raw)
         if table.num_rows:
             yield table
+
+
+def _skip_rows(reader: _CsvReader, count: int) -> None:
+    """Passes over ``count`` non-blank rows (read already, by Arrow)."""
+    skipped = 0
+    while skipped < count:
+        row = next(reader)
+        if row and not (len(row) == 1 and not row[0].strip()):
+            skipped += 1
 
 
 def _generic_row_by_row(

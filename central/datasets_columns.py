@@ -1,5 +1,6 @@
 """The columnar fast path of :mod:`central.datasets`: a chunk of csv rows checked and
-converted whole, with Arrow, instead of one row at a time.
+converted whole, with Arrow, instead of one row at a time. The chunk's cells come from
+Arrow's csv tokenizer while it accepts the file, else from the csv module.
 
 The rules are those of the row-by-row reader, and that reader stays their definition:
 this path takes a chunk only when every cell is one whose meaning is plain — no
@@ -12,7 +13,7 @@ row by row, which reports or skips its bad rows with their lines as it always ha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -62,32 +63,33 @@ def _all(values: pa.Array, pattern: str) -> bool:
     return bool(pc.all(pc.match_substring_regex(values, pattern)).as_py() is not False)
 
 
-def _column(columns: Sequence[tuple[str, ...]], index: int) -> pa.Array:
-    return pa.array(columns[index], pa.string())
+Column = Callable[[int], pa.Array]  # the chunk's cells of one column (by index), as strings
 
 
-def _transposed(rows: list[list[str]], width: int) -> list[tuple[str, ...]] | None:
+def row_columns(rows: list[list[str]], width: int) -> Column | None:
+    """The columns of rows read by the csv module; None when a row is not ``width`` wide."""
     if any(len(row) != width for row in rows):
         return None
-    return list(zip(*rows, strict=True))
+    transposed = list(zip(*rows, strict=True))
+
+    def column(index: int) -> pa.Array:
+        return pa.array(transposed[index], pa.string())
+
+    return column
 
 
 def _empty_to_null(values: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
 
 
-def generic_table(rows: list[list[str]], shape: GenericColumns) -> pa.Table | None:
+def generic_table(column: Column, count: int, shape: GenericColumns) -> pa.Table | None:
     """The chunk as :data:`RAW_SCHEMA`, or None when the row reader must read it."""
-    columns = _transposed(rows, shape.width)
-    if columns is None:
-        return None
-    key, item, time = (_column(columns, i) for i in (shape.key, shape.item, shape.time))
+    key, item, time = (column(i) for i in (shape.key, shape.item, shape.time))
     if not (_all(key, _PLAIN) and _all(item, _PLAIN) and _all(time, _DECIMAL)):
         return None
-    count = len(rows)
     types = pa.array(np.full(count, _VIEW, dtype=np.int8))
     if shape.type is not None:
-        names = _column(columns, shape.type)
+        names = column(shape.type)
         if not _all(names, _PLAIN_OR_EMPTY):
             return None
         codes = pc.index_in(names, value_set=_TYPE_NAMES)
@@ -95,11 +97,11 @@ def generic_table(rows: list[list[str]], shape: GenericColumns) -> pa.Table | No
         if codes.null_count:
             return None  # an unknown type: the row reader names its line
         types = codes.cast(pa.int8())
-    category = _optional_text(columns, shape.category, count)
-    user = _optional_text(columns, shape.user, count)
+    category = _optional_text(column, shape.category, count)
+    user = _optional_text(column, shape.user, count)
     price = pa.nulls(count, pa.float64())
     if shape.price is not None:
-        prices = _column(columns, shape.price)
+        prices = column(shape.price)
         if not _all(prices, _DECIMAL_OR_EMPTY):
             return None
         price = pc.cast(_empty_to_null(prices), pa.float64())
@@ -111,28 +113,23 @@ def generic_table(rows: list[list[str]], shape: GenericColumns) -> pa.Table | No
     )
 
 
-def _optional_text(
-    columns: Sequence[tuple[str, ...]], index: int | None, count: int
-) -> pa.Array | None:
+def _optional_text(column: Column, index: int | None, count: int) -> pa.Array | None:
     """A column whose empty cells mean unknown; None when a cell is not plain."""
     if index is None:
         return pa.nulls(count, pa.string())
-    values = _column(columns, index)
+    values = column(index)
     if not _all(values, _PLAIN_OR_EMPTY):
         return None
     return _empty_to_null(values)
 
 
 def diginetica_table(
-    rows: list[list[str]], width: int, columns_at: tuple[int, int, int, int],
+    column: Column, count: int, columns_at: tuple[int, int, int, int],
     midnight_ms: Callable[[str], int | None],
 ) -> pa.Table | None:  # fmt: skip
     """A diginetica chunk as :data:`RAW_SCHEMA`, or None when the row reader must read it.
     ``midnight_ms`` gives a date's midnight (UTC, ms), None for one that is no date."""
-    columns = _transposed(rows, width)
-    if columns is None:
-        return None
-    session, item, frame, date = (_column(columns, i) for i in columns_at)
+    session, item, frame, date = (column(i) for i in columns_at)
     if not (
         _all(session, _PLAIN) and _all(item, _PLAIN) and _all(frame, _WHOLE)
         and _all(date, _DATE)
@@ -147,7 +144,6 @@ def diginetica_table(
         midnights.append(midnight)
     day_ms = pc.take(pa.array(midnights, pa.int64()), encoded.indices)
     times = pc.add(day_ms, pc.cast(frame, pa.int64()))
-    count = len(rows)
     return pa.Table.from_arrays(
         [
             session, item, pc.cast(times, pa.float64()),
