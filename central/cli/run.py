@@ -34,6 +34,7 @@ from central.cli.options import (
 from central.cli.serving import Served, serve
 from central.kafka_settings import KafkaSettings
 from central.lake.writer import LakeWriter
+from central.metrics import central_registry
 from central.monitor import LatencyMonitor, MonitorSettings
 from central.monitor.http import MetricsServer
 from central.rollout.operations import bundle_release
@@ -137,7 +138,14 @@ def run(
         )
         services: list[Served] = [monitor]
         if metrics_port is not None:
-            metrics = MetricsServer([monitor.registry], host=metrics_host, port=metrics_port)
+            roles = central_registry(
+                bridge=lambda: bridge.status,
+                trainer=lambda: trainer.status,
+                lake=None if no_lake else lambda: lake_writer.status,
+            )
+            metrics = MetricsServer(
+                [monitor.registry, roles], host=metrics_host, port=metrics_port
+            )
             services.append(metrics)
         bridge = Bridge(
             nats_connection(nats_url, name="proxima-bridge"),
