@@ -177,7 +177,7 @@ class LogChunks:
 
     def __init__(
         self, path: Path, fmt: LogFormat, *, skip_bad_rows: bool = False,
-        chunk_rows: int = 250_000,
+        chunk_rows: int = 250_000, block_bytes: int = _BLOCK_BYTES,
     ) -> None:  # fmt: skip
         if fmt not in ("diginetica", "csv"):
             raise DataFormatError(
@@ -186,6 +186,7 @@ class LogChunks:
         self.path = path
         self.fmt = fmt
         self.chunk_rows = chunk_rows
+        self.block_bytes = block_bytes  # of the file, per batch Arrow tokenizes
         self.tally = _Tally(path, skip_bad_rows)
         self.from_users = False
         self._binary: io.BufferedReader | None = None
@@ -237,7 +238,7 @@ class LogChunks:
             batches: Iterator[pa.RecordBatch] = pa_csv.open_csv(
                 self._stream,
                 read_options=pa_csv.ReadOptions(
-                    column_names=names, skip_rows=1, use_threads=False, block_size=_BLOCK_BYTES
+                    column_names=names, skip_rows=1, use_threads=False, block_size=self.block_bytes
                 ),
                 parse_options=pa_csv.ParseOptions(delimiter=delimiter),
                 convert_options=pa_csv.ConvertOptions(
