@@ -26,7 +26,7 @@ from protocol.rollout import Variant
 from protocol.telemetry import VARIANTS
 
 FEEDBACK_TYPES = ("impression", "click")
-FEEDBACK_REJECTIONS = ("malformed", "bad_mac")
+FEEDBACK_REJECTIONS = ("malformed", "bad_mac", "other_version")
 
 
 class Observer:
@@ -151,8 +151,10 @@ class Observer:
         counter = self._feedback.get((variant, event_type))
         if counter is None:
             return
+        if not self.telemetry.variant_feedback(variant, event_type, issued.version):
+            self.feedback_rejected(event_type, "other_version")  # the variant moved on
+            return
         counter.inc()
-        self.telemetry.variant_feedback(variant, event_type)
 
     def feedback_rejected(self, event_type: str, reason: str) -> None:
         """An impression or click whose request id did not verify for its session: the

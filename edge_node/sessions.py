@@ -55,31 +55,41 @@ _getsizeof = sys.getsizeof
 _item, _category, _price = itemgetter(2), itemgetter(3), itemgetter(4)
 _ENTRY_BYTES = _getsizeof(Entry(0, 0, None, None, None)) + _getsizeof(1_800_000_000_000)
 _PRICE_BYTES = _getsizeof(1.5)
+_STR_BYTES = _getsizeof("")  # a compact ASCII string's header; each character adds a byte
 # The store's own cost per session: its slot in the LRU and in the size table.
 _STORE_ENTRY_BYTES = 2 * 100 + _getsizeof(20_000)
 
 
 def window_bytes(window: SessionWindow) -> int:
-    """What ``window`` holds in memory, in bytes (its config is shared, not counted)."""
+    """What ``window`` holds in memory, in bytes (its config is shared, not counted).
+
+    Strings are counted as compact ASCII ones (``len`` plus the object's header, which is
+    what ``sys.getsizeof`` gives for them and far cheaper to get): event ids are ASCII by
+    the schema, and so are nearly all session and item ids.
+    """
     entries = window.entries
     prices = list(map(_price, entries))
+    items = list(filter(None, map(_item, entries)))
+    categories = list(filter(None, map(_category, entries)))
     seen = window._seen  # the remembered event ids: up to twice max_events strings
+    strings = len(items) + len(categories) + len(seen) + 1
     return (
         _getsizeof(window)
         + _getsizeof(window.type_counts)
-        + _getsizeof(window.session_id)
         + _getsizeof(entries)
         + len(entries) * _ENTRY_BYTES
-        + sum(map(_getsizeof, filter(None, map(_item, entries))))
-        + sum(map(_getsizeof, filter(None, map(_category, entries))))
         + _PRICE_BYTES * (len(prices) - prices.count(None))
+        + strings * _STR_BYTES
+        + len(window.session_id)
+        + sum(map(len, items))
+        + sum(map(len, categories))
+        + sum(map(len, seen))
         + _getsizeof(window.item_counts)
         + _getsizeof(window.item_last_ts)
         + _getsizeof(window.category_counts)
         + _getsizeof(window.carted)
         + _getsizeof(window.bought)
         + _getsizeof(seen)
-        + sum(map(_getsizeof, seen))
         + _STORE_ENTRY_BYTES
     )
 

@@ -73,13 +73,21 @@ class TelemetryRecorder:
         stats.version = version
         stats.errors += 1
 
-    def variant_feedback(self, variant: Variant, event_type: str) -> None:
-        """An impression or click of an answer ``variant`` gave (other types are ignored);
-        only feedback whose request id verified (:mod:`edge_node.feedback`) comes here."""
+    def variant_feedback(self, variant: Variant, event_type: str, version: int) -> bool:
+        """An impression or click of an answer bundle ``version`` gave as ``variant`` (other
+        types are ignored); only feedback whose request id verified
+        (:mod:`edge_node.feedback`) comes here. An interval speaks for one version of each
+        variant: feedback on another version is not counted (False)."""
+        stats = self.variants[variant]
+        if stats.version is None:
+            stats.version = version  # an interval of feedback alone still names its bundle
+        elif stats.version != version:
+            return False
         if event_type == "impression":
-            self.variants[variant].impressions += 1
+            stats.impressions += 1
         elif event_type == "click":
-            self.variants[variant].clicks += 1
+            stats.clicks += 1
+        return True
 
     def shadow_scored(self, version: int, overlap: float, seconds: float) -> None:
         self.shadow.version = version
