@@ -13,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_node.errors import SettingsError
 from edge_node.feedback import FeedbackIds, IssuedAnswer, load_feedback_ids
+from edge_node.observe import Observer
+from protocol.telemetry import TelemetryReport
 from tests.edge_node.conftest import EdgeFactory, EdgeServer
 
 
@@ -66,6 +68,17 @@ def test_an_id_verifies_only_for_its_session_and_names_its_answer() -> None:
     for forged in ("x.c", "edge-1-abc-1f.c", "", "r1..c1.", request_id + ".c"):
         assert ids.verify(forged, "session-a") == "malformed"
     assert ids.issue("session-a", "canary", 12) != request_id  # a fresh nonce each time
+
+
+def test_feedback_counts_for_the_bundle_its_id_names() -> None:
+    observer = Observer("eu", "n1")
+    observer.feedback("impression", IssuedAnswer("canary", 8))  # no answer yet this interval
+    observer.feedback("click", IssuedAnswer("canary", 9))  # an id of an earlier canary
+    report = observer.telemetry.take(TelemetryReport("eu", "n1", 1, 1, 0, 0.0))
+    canary = report.variants["canary"]
+    assert (canary.version, canary.impressions, canary.clicks) == (8, 1, 0)
+    text = generate_latest(observer.metrics.registry).decode()
+    assert 'reason="other_version",type="click"' in text.replace(" ", "")
 
 
 def test_the_secret_comes_from_the_setting_or_its_file(tmp_path: Any) -> None:

@@ -52,9 +52,10 @@ def test_a_canary_answers_its_share_of_sessions_and_a_session_keeps_its_variant(
 
 def test_the_interval_counts_verified_feedback_answers_and_statuses() -> None:
     recorder = TelemetryRecorder()
-    recorder.variant_feedback("canary", "impression")
-    recorder.variant_feedback("canary", "click")
-    recorder.variant_feedback("canary", "view")  # not feedback: ignored
+    assert recorder.variant_feedback("canary", "impression", 8)
+    assert recorder.variant_feedback("canary", "click", 8)
+    recorder.variant_feedback("canary", "view", 8)  # not feedback: ignored
+    assert not recorder.variant_feedback("canary", "click", 9)  # another canary's answer
     recorder.answered("canary", 8, 0.001)
     recorder.failed("canary", 8)
     recorder.http(200)
