@@ -109,7 +109,7 @@ def train_follow(
         logging.getLogger(name).setLevel(logging.INFO)
     with reported_errors():
         key_pem = signing_key.read_bytes()
-        load_private_key(key_pem)  # fail now, not after the first training
+        record_signer = load_private_key(key_pem)  # fail now; it also signs rollout records
         targets = tuple(
             check_token(region.strip(), "region") for region in regions.split(",") if region.strip()
         )
@@ -125,7 +125,7 @@ def train_follow(
             state_dir=state_dir,
             private_key_pem=key_pem,
             regions=targets,
-            on_published=bundle_release(targets, rollout_policy(canary)),
+            on_published=bundle_release(targets, rollout_policy(canary), record_signer),
             retrain_events=retrain_events,
             retrain_interval_s=retrain_interval,
             min_events=min_events,
