@@ -174,6 +174,7 @@ def run(
             signer=record_signer,
         )
         if catalog_port is not None:
+            from central.catalog.kafka import CatalogFeed
             from central.catalog.service import CatalogService
             from central.catalog.settings import CatalogSettings
 
@@ -181,13 +182,18 @@ def run(
                 env=os.environ, overrides={"nats_url": nats_url, "catalog_port": catalog_port}
             )
             services.append(CatalogService(catalog_settings))
+            # the catalog for the trainer: the KV's changes into a compacted topic
+            feed_nats = nats_connection(nats_url, name="proxima-catalog-feed")
+            feed_kafka = kafka("proxima-catalog-feed")
+            services.append(CatalogFeed(feed_nats, feed_kafka, idempotent=not no_idempotence))
         services.append(bridge)
         watched = [bridge.wait_stopped, trainer.wait_stopped]
         if not no_lake:
             lake_writer = LakeWriter(
                 LakeWriterSettings(
                     kafka_bootstrap=kafka_bootstrap, topic=KAFKA_EVENTS_TOPIC, lake_dir=lake_dir
-                )
+                ),
+                kafka=kafka("proxima-lake"),
             )
             services.append(lake_writer)
             watched.append(lake_writer.wait_stopped)

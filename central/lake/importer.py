@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -226,12 +227,18 @@ class _DayFiles:
         self._date_of_day: dict[int, str] = {}
 
     def append(self, table: pa.Table) -> None:
-        days = pc.divide(table.column("ts"), _DAY_MS)
-        for day in pc.unique(days).to_pylist():
+        days = table.column("ts").to_numpy() // _DAY_MS
+        order = np.argsort(days, kind="stable")  # each day's rows together, in file order
+        by_day = table.take(pa.array(order))
+        sorted_days = days[order]
+        starts = np.flatnonzero(np.diff(sorted_days)) + 1
+        bounds = [0, *starts.tolist(), len(sorted_days)]
+        for start, stop in itertools.pairwise(bounds):
+            day = int(sorted_days[start])
             date = self._date_of_day.get(day)
             if date is None:
-                date = self._date_of_day[day] = event_date(int(day) * _DAY_MS)
-            self._writer(date).write_table(table.filter(pc.equal(days, day)))
+                date = self._date_of_day[day] = event_date(day * _DAY_MS)
+            self._writer(date).write_table(by_day.slice(start, stop - start))
 
     def _writer(self, date: str) -> Any:
         if date in self._open:

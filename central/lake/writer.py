@@ -37,6 +37,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from central.errors import CentralError
+from central.kafka_settings import KafkaSettings
 from central.lake.buffer import PartitionBuffer
 from central.lake.commit import Stager, recover
 from central.lake.layout import LakeLayout, open_lake
@@ -84,10 +85,18 @@ def commit_buffer(stager: Stager, topic: str, buffer: PartitionBuffer) -> int:
 
 
 class LakeWriter:
-    def __init__(self, settings: LakeWriterSettings, *, client_id: str = "proxima-lake") -> None:
+    def __init__(
+        self, settings: LakeWriterSettings, *, kafka: KafkaSettings | None = None,
+        client_id: str = "proxima-lake",
+    ) -> None:  # fmt: skip
+        """``kafka``, when given, says how to reach Kafka (servers, client id, security);
+        without it, ``settings.kafka_bootstrap`` in plain text."""
         self.settings = settings
         self.status = LakeWriterStatus()
-        self._client_id = client_id
+        self._kafka = kafka or KafkaSettings.from_bootstrap(
+            settings.kafka_bootstrap, topic=settings.topic, dlq_topic=f"{settings.topic}.dlq",
+            client_id=client_id,
+        )  # fmt: skip
         self._lifecycle = Lifecycle("lake writer")
         self._layout: LakeLayout | None = None
         self._stager: Stager | None = None
@@ -109,8 +118,7 @@ class LakeWriter:
             self._layout = await asyncio.to_thread(self._prepare_lake)
             self._stager = Stager(self._layout)
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=[s.strip() for s in settings.kafka_bootstrap.split(",")],
-                client_id=self._client_id,
+                **self._kafka.consumer_options(),
                 group_id=settings.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
