@@ -272,7 +272,7 @@ class ModelSync(BusListener):
         if keys is None:
             return record
         try:
-            self._floor = admit(record, keys, self._floor)
+            self._floor = admit(record, keys, self._floor, region=self.region)
         except RolloutError as exc:
             self._record_refusal(f"nats:rollout/{self.region}", exc.code, exc.message)
             raise _RecordRefused(f"{exc.message} [{exc.code}]") from exc

@@ -253,7 +253,7 @@ class ModelRegistry:
             try:
                 entry = await kv.get(region)
             except KeyNotFoundError:
-                state = _finish(promote(version), signer, by)
+                state = _finish(promote(version), region, signer, by)
                 try:
                     await kv.create(region, state.encode())
                 except KeyWrongLastSequenceError:
@@ -262,6 +262,7 @@ class ModelRegistry:
             previous = decode_rollout(region, entry.value)
             state = _finish(
                 promote(version, rules_version=previous.rules_version, previous=previous),
+                region,
                 signer,
                 by,
             )
@@ -288,9 +289,11 @@ class ModelRegistry:
         return sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
 
 
-def _finish(state: RolloutState, signer: Ed25519PrivateKey | None, by: str | None) -> RolloutState:
+def _finish(
+    state: RolloutState, region: str, signer: Ed25519PrivateKey | None, by: str | None
+) -> RolloutState:
     state = dataclasses.replace(state, by=by) if by is not None else state
-    return state.signed(signer) if signer is not None else state
+    return state.signed(signer, region=region) if signer is not None else state
 
 
 class _CappedBuffer(io.BytesIO):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +33,7 @@ from tests.servers import (
     pick_free_port,
     tcp_port_accepts,
 )
+from tests.tls import Pki, make_pki
 
 CENTRAL_CONF = NATS_DIR / "central.conf"
 LEAF_CONF = NATS_DIR / "leaf-edge.conf"
@@ -64,9 +66,11 @@ def nats_server_binary() -> str:
 
 
 def variables_in(text: str) -> set[str]:
-    """The ``$NAME`` references of a config (outside comments and quoted strings)."""
+    """The ``$NAME`` references of a config to the environment (outside comments and quoted
+    strings, and other than the config's own variables, such as a permissions block)."""
     unquoted = re.sub(r'"[^"\n]*"', '""', config_code(text))
-    return set(_VARIABLE.findall(unquoted))
+    own = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[:=]", unquoted, flags=re.MULTILINE))
+    return set(_VARIABLE.findall(unquoted)) - own
 
 
 def rewrite_config(
@@ -211,6 +215,9 @@ class Credentials:
     password: str
 
 
+ROLES = ("bridge", "trainer", "controller")
+
+
 @dataclass
 class RegionBus:
     """The central cluster and one region's leaf node, with the users each config names."""
@@ -219,6 +226,9 @@ class RegionBus:
     leaf: ConfiguredNatsServer
     central_user: Credentials
     edge_user: Credentials
+    region: str
+    role_users: dict[str, Credentials]  # bridge, trainer, controller
+    pki: Pki
 
     @property
     def central_urls(self) -> list[str]:
@@ -231,10 +241,15 @@ class RegionBus:
         return self.leaf.url()
 
 
-def start_region_bus(workdir: Path, edge_user: Credentials) -> Iterator[RegionBus]:
-    """Starts three central nodes and a leaf node; stops them all when resumed."""
+def start_region_bus(
+    workdir: Path, edge_user: Credentials, region: str = "eu"
+) -> Iterator[RegionBus]:
+    """Starts three central nodes and a leaf node of ``region`` (over TLS, with certificates
+    made for the test); stops them all when resumed."""
     central_user = Credentials("proxima-central", "central-secret")
-    leaf_user = Credentials("leaf-eu", "leaf-secret")
+    leaf_user = Credentials(f"leaf-{region}", "leaf-secret")
+    roles = {role: Credentials(f"proxima-{role}", f"{role}-secret") for role in ROLES}
+    pki = make_pki(workdir / "pki")
     central_template = CENTRAL_CONF.read_text(encoding="utf-8")
     nodes: list[ConfiguredNatsServer] = []
 
@@ -251,7 +266,12 @@ def start_region_bus(workdir: Path, edge_user: Credentials) -> Iterator[RegionBu
             "NATS_CENTRAL_PASSWORD": central_user.password,
             "NATS_LEAF_USER": leaf_user.user,
             "NATS_LEAF_PASSWORD": leaf_user.password,
+            "NATS_LEAF_TLS_CERT": str(pki.server.cert),
+            "NATS_LEAF_TLS_KEY": str(pki.server.key),
         }
+        for role, credentials in roles.items():
+            env[f"NATS_{role.upper()}_USER"] = credentials.user
+            env[f"NATS_{role.upper()}_PASSWORD"] = credentials.password
         nodes.append(
             ConfiguredNatsServer(workdir / f"central-{index}", render=render_central, env=env)
         )
@@ -263,10 +283,12 @@ def start_region_bus(workdir: Path, edge_user: Credentials) -> Iterator[RegionBu
             "NATS_SERVER_NAME": "leaf-eu-0",
             "NATS_EDGE_USER": edge_user.user,
             "NATS_EDGE_PASSWORD": edge_user.password,
+            "NATS_EDGE_EVENTS": f"events.{region}.>",
+            "NATS_EDGE_TELEMETRY": f"telemetry.{region}.>",
             "NATS_CENTRAL_LEAF_URL": (
-                f"nats-leaf://{leaf_user.user}:{leaf_user.password}@"
-                f"{LOCALHOST}:{nodes[0].leaf_port}"
+                f"tls://{leaf_user.user}:{leaf_user.password}@{LOCALHOST}:{nodes[0].leaf_port}"
             ),
+            "NATS_LEAF_TLS_CA": str(pki.ca),
         },
     )
     servers = [*nodes, leaf]
@@ -278,7 +300,7 @@ def start_region_bus(workdir: Path, edge_user: Credentials) -> Iterator[RegionBu
             wait_for(partial(_answers, server, "healthz"), "central JetStream")
         leaf.start()
         wait_for(lambda: bool((leaf.monitor("leafz") or {}).get("leafnodes")), "leaf connection")
-        yield RegionBus(nodes, leaf, central_user, edge_user)
+        yield RegionBus(nodes, leaf, central_user, edge_user, region, roles, pki)
     finally:
         for server in reversed(servers):
             server.close()
@@ -288,12 +310,22 @@ def _answers(server: ConfiguredNatsServer, endpoint: str) -> bool:
     return server.monitor(endpoint) is not None
 
 
-def placeholder_env(text: str) -> dict[str, str]:
-    """A value for every variable a config reads (for ``nats-server -t``)."""
+def placeholder_env(text: str, pki_dir: Path | None = None) -> dict[str, str]:
+    """A value for every variable a config reads (for ``nats-server -t``); certificate
+    files are real ones, made in ``pki_dir`` (a temporary directory when None)."""
     values = {name: f"placeholder-{name.lower()}" for name in variables_in(text)}
+    if any("_TLS_" in name for name in values):
+        pki = make_pki(pki_dir or Path(tempfile.mkdtemp(prefix="proxima-pki-")))
+        files = {"_TLS_CERT": pki.server.cert, "_TLS_KEY": pki.server.key, "_TLS_CA": pki.ca}
+        for name in values:
+            for suffix, path in files.items():
+                if name.endswith(suffix):
+                    values[name] = str(path)
     for name in values:
         if name.endswith("_URL"):
-            values[name] = "nats-leaf://user:secret@central.example.com:7422"
+            values[name] = "tls://user:secret@central.example.com:7422"
+        if name.endswith(("_EVENTS", "_TELEMETRY")):
+            values[name] = name.rsplit("_", 1)[1].lower() + ".eu.>"
     return values
 
 
