@@ -19,7 +19,7 @@ from protocol.candidates import Candidates
 from protocol.tables import CandidateTables, Floats, Ints
 from protocol.window import ADD_TO_CART, CLICK, PURCHASE, SEARCH, VIEW, SessionWindow
 
-FEATURE_SCHEMA_VERSION: Final = 1
+FEATURE_SCHEMA_VERSION: Final = 2
 
 
 class Column(IntEnum):
@@ -57,6 +57,12 @@ class Column(IntEnum):
     carts = 25
     purchases = 26
     searches = 27
+    # Repeat consumption: how the session went back and forth over its own items.
+    steps_since_seen = 28  # log1p events of the window after the item's last (sentinel: never)
+    dwell = 29  # log1p seconds from the item's events to the events after them, summed
+    dwell_share = 30  # dwell / the longest dwell among the session's items
+    last_run = 31  # log1p events in a row of the last item at the window's end; 0 for others
+    repeat_share = 32  # share of the window's item events that return to an item seen before
 
 
 FEATURE_NAMES: Final[tuple[str, ...]] = tuple(column.name for column in Column)
@@ -102,8 +108,6 @@ def compute(
     out[:, Column.pop_recent] = np.log1p(pop_recent)
     out[:, Column.pop_recent_share] = _share(pop_recent)
 
-    if candidates.session_items.shape[0]:
-        _session_item_features(out, window, candidates, tables)
     refresh_clock(out, window, candidates, tables, now_ms)
 
     categories = tables.category[items]
@@ -124,6 +128,12 @@ def compute(
     out[:, Column.has_price] = np.isfinite(prices)
 
     counts = window.type_counts
+    item_events = sum(window.item_counts.values())
+    if item_events:
+        out[:, Column.repeat_share] = (item_events - len(window.item_counts)) / item_events
+    out[:, Column.steps_since_seen] = math.log1p(window.config.max_events) + 1.0
+    if candidates.session_items.shape[0]:
+        _session_item_features(out, window, candidates, tables)
     out[:, Column.session_events] = math.log1p(n_events)
     out[:, Column.session_items] = math.log1p(len(window.item_counts))
     for column, type_code in _TYPE_COLUMNS:
@@ -172,12 +182,47 @@ def _session_item_features(
     counts = np.fromiter((window.item_counts[name] for name in names), np.float32, len(names))
     carted = np.fromiter((name in window.carted for name in names), np.float32, len(names))
     recency = 1.0 / np.arange(1, len(names) + 1, dtype=np.float32)
+    steps, dwell, run = _visits(window, names)
     rows, source = candidates.session_rows, candidates.session_ranks
     out[rows, Column.in_session] = 1.0
     out[rows, Column.session_count] = np.log1p(counts[source])
     out[rows, Column.session_recency] = recency[source]
     out[rows, Column.is_last_item] = source == 0
     out[rows, Column.in_cart] = carted[source]
+    out[rows, Column.steps_since_seen] = np.log1p(steps[source])
+    out[rows, Column.dwell] = np.log1p(dwell[source])
+    out[rows, Column.dwell_share] = _share(dwell)[source]
+    out[rows, Column.last_run] = np.where(source == 0, math.log1p(run), 0.0)
+
+
+def _visits(window: SessionWindow, names: list[str]) -> tuple[Floats, Floats, int]:
+    """Per session item (``names``, most recent first): events of the window after its
+    last one, and seconds spent on it (the gaps from its events to the next, each at most
+    the window's span); and how many events in a row the window ends with its last item."""
+    entries = window.entries
+    n = len(entries)
+    last_position: dict[str, int] = {}
+    spent: dict[str, float] = {}
+    cap = window.config.span_ms
+    for position, entry in enumerate(entries):
+        item = entry.item
+        if item is None:
+            continue
+        last_position[item] = position
+        if position + 1 < n:
+            gap = min(max(entries[position + 1].ts - entry.ts, 0), cap)
+            spent[item] = spent.get(item, 0.0) + gap / 1000.0
+    steps = np.fromiter((n - 1 - last_position[name] for name in names), np.float32, len(names))
+    dwell = np.fromiter((spent.get(name, 0.0) for name in names), np.float32, len(names))
+    run = 0
+    last = names[0]
+    for entry in reversed(entries):
+        if entry.item is None:
+            continue
+        if entry.item != last:
+            break
+        run += 1
+    return steps, dwell, run
 
 
 def _per_category(window: SessionWindow, tables: CandidateTables, categories: Ints) -> Floats:

@@ -28,6 +28,7 @@ from central.errors import TrainingError
 from central.evaluation.proxima import validation_replay
 from central.eventlog import EventLog
 from central.trainer.examples import ExampleSet, build_examples
+from central.trainer.listwise import ListwiseConfig, fine_tune
 from central.trainer.tables import TableConfig, build_tables
 from model_export.convert import to_onnx
 from model_export.gates import no_worse_than, parity_gate
@@ -56,6 +57,7 @@ class TrainerConfig:
     hidden_layers: tuple[int, ...] = (64, 32)
     alpha: float = 1e-2
     patience: int = 5  # epochs without improvement before stopping; 10 cost 2x, same validation
+    listwise: ListwiseConfig | None = field(default_factory=ListwiseConfig)  # None: pointwise
     validation_fraction: float = 0.1
     max_validation_positions: int = 3_000
     seed: int = 0
@@ -173,6 +175,8 @@ def finish_bundle(
     sets = prepared.sets
     x = np.concatenate([s.features for s in sets])
     y = np.concatenate([s.labels for s in sets])
+    first_group = np.cumsum([0] + [s.covered for s in sets[:-1]])
+    groups = np.concatenate([s.groups + first for s, first in zip(sets, first_group, strict=True)])
     if y.sum() == 0 or y.sum() == y.shape[0]:
         raise TrainingError(
             "the replay gave no usable examples: is the log long enough per session?"
@@ -180,6 +184,9 @@ def finish_bundle(
 
     report("fit", 0, 1)
     model = _fit(x, y, config)
+    ranking: dict[str, float] = {}
+    if config.listwise is not None:
+        ranking = fine_tune(model, x, y, groups, config.listwise, seed=config.seed)
     report("fit", 1, 1)
 
     log, check_runs, fit_tables = (
@@ -228,6 +235,8 @@ def finish_bundle(
         "validation_sessions": int(check_runs.shape[0]),
         "seconds": round(time.perf_counter() - started, 3),
         "model": f"MLPClassifier{config.hidden_layers}",
+        "objective": "pointwise" if config.listwise is None else "pointwise, then listwise",
+        **ranking,
     }
     bundle = pack_bundle(
         parts,

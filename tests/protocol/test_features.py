@@ -309,3 +309,31 @@ def test_features_on_a_generated_log_are_finite(tmp_path: Path) -> None:
             assert np.isfinite(matrix).all()
             rows += matrix.shape[0]
     assert rows > 0
+
+
+def test_repeat_consumption_columns(tables: CandidateTables) -> None:
+    # a at 0 s, b at 1 s and 4 s, c at 10 s and 11 s: the session went back to b, and
+    # ends on c twice.
+    window = SessionWindow("q")
+    for second, item in ((0, "a"), (1, "b"), (4, "b"), (10, "c"), (11, "c")):
+        assert window.add(event(second, "view", item))
+    found = generate(window, tables, ALL_ITEMS)
+    matrix = compute(window, found, tables, event_time(window))
+    steps = column_by_item(tables, found, matrix, "steps_since_seen")
+    assert steps["a"] == pytest.approx(math.log1p(4))
+    assert steps["b"] == pytest.approx(math.log1p(2))
+    assert steps["c"] == 0.0
+    never = math.log1p(window.config.max_events) + 1.0
+    assert steps["d"] == pytest.approx(never)
+    # Seconds from each of the item's events to the next event: a 1, b 3 + 6, c 1 + 0.
+    dwell = column_by_item(tables, found, matrix, "dwell")
+    assert dwell == pytest.approx({**dict.fromkeys(dwell, 0.0), "a": math.log1p(1),
+                                   "b": math.log1p(9), "c": math.log1p(1)})
+    share = column_by_item(tables, found, matrix, "dwell_share")
+    assert share == pytest.approx({**dict.fromkeys(share, 0.0), "a": 1 / 9, "b": 1.0,
+                                   "c": 1 / 9})
+    run = column_by_item(tables, found, matrix, "last_run")
+    assert run == pytest.approx({**dict.fromkeys(run, 0.0), "c": math.log1p(2)})
+    # Five item events over three items: two returned to an item seen before.
+    assert matrix[:, Column.repeat_share] == pytest.approx(np.full(len(found), 2 / 5))
+
