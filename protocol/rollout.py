@@ -10,10 +10,11 @@ flips between variants while the percentage holds.
 ``step`` grows by one with every record written for a region: it is the record's monotonic
 counter. ``by`` names who wrote it (an operator, or the controller). A record may be
 signed (:meth:`RolloutState.signed`) with an operator's or the controller's Ed25519 key:
-``signature`` covers every other field, ``key_id`` included. An edge that requires signed
-records refuses unsigned ones, ones older (lower ``step``) than the last it accepted, and
-a stable version below its version floor unless ``rollback`` asks for it
-(see :func:`admit`).
+``signature`` covers every other field, ``key_id`` included, and the region the record is
+written for, so a record signed for one region's key does not verify under another's. An
+edge that requires signed records refuses unsigned ones, ones older (lower ``step``) than
+the last it accepted, and a stable version below its version floor unless ``rollback``
+asks for it (see :func:`admit`).
 """
 
 from __future__ import annotations
@@ -92,20 +93,18 @@ class RolloutState:
         if self.signature is not None and not isinstance(self.signature, str):
             raise RolloutError("signature must be a base64 string", field="signature")
 
-    def signed_bytes(self) -> bytes:
-        """What the signature covers: the canonical record without its signature."""
-        fields = asdict(self)
-        del fields["signature"]
-        return json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+    def signed_bytes(self, region: str) -> bytes:
+        """What the signature covers: the canonical record without its signature, and the
+        region it is for."""
+        return _signed_payload(asdict(self), region)
 
-    def signed(self, private_key: Ed25519PrivateKey) -> RolloutState:
+    def signed(self, private_key: Ed25519PrivateKey, *, region: str) -> RolloutState:
         fields = asdict(self) | {"key_id": key_id(private_key.public_key())}
-        del fields["signature"]
-        payload = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+        payload = _signed_payload(fields, region)
         signature = base64.b64encode(private_key.sign(payload)).decode("ascii")
-        return RolloutState(**fields, signature=signature)
+        return RolloutState(**(fields | {"signature": signature}))
 
-    def verify(self, keys: TrustedKeys) -> None:
+    def verify(self, keys: TrustedKeys, *, region: str) -> None:
         """Raises :class:`RolloutError` unless a trusted, unrevoked key signed this record."""
         if self.signature is None or self.key_id is None:
             raise RolloutError("the rollout record is not signed", code="unsigned_rollout")
@@ -120,10 +119,12 @@ class RolloutState:
                 code="unknown_rollout_key",
             )
         try:
-            key.verify(base64.b64decode(self.signature, validate=True), self.signed_bytes())
+            signature = base64.b64decode(self.signature, validate=True)
+            key.verify(signature, self.signed_bytes(region))
         except (InvalidSignature, binascii.Error, ValueError) as exc:
             raise RolloutError(
-                "the rollout record's signature does not verify: it was altered",
+                "the rollout record's signature does not verify: it was altered, or "
+                f"signed for another region than {region}",
                 code="bad_rollout_signature",
             ) from exc
 
@@ -167,14 +168,20 @@ class Floor:
     version: int = 0
 
 
-def admit(record: RolloutState, keys: TrustedKeys, floor: Floor) -> Floor:
+def _signed_payload(fields: dict[str, Any], region: str) -> bytes:
+    signed = {name: value for name, value in fields.items() if name != "signature"}
+    signed["region"] = region
+    return json.dumps(signed, separators=(",", ":"), sort_keys=True).encode()
+
+
+def admit(record: RolloutState, keys: TrustedKeys, floor: Floor, *, region: str) -> Floor:
     """Checks ``record`` as an edge that requires signed records; returns the new floor.
 
     Refused (:class:`RolloutError`): unsigned or not verifying (see :meth:`verify`), a
     counter below the last accepted (``stale_rollout``: a replayed old record), a stable
     version below the floor without ``rollback`` (``below_version_floor``).
     """
-    record.verify(keys)
+    record.verify(keys, region=region)
     if record.step < floor.step:
         raise RolloutError(
             f"rollout record step {record.step} is older than step {floor.step} already "

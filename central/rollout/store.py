@@ -176,7 +176,7 @@ async def apply_edge_record(
         previous, revision = await read_edge_record(js, plan.region)
         record = plan.edge_record(previous)
         if signer is not None:
-            record = record.signed(signer)
+            record = record.signed(signer, region=plan.region)
         try:
             if revision == 0:
                 await kv.create(plan.region, record.encode())

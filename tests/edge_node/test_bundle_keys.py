@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -117,6 +118,10 @@ async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
 CONTROLLER = Ed25519PrivateKey.generate()
 
 
+def signed(**fields: Any) -> bytes:
+    return RolloutState(**fields).signed(CONTROLLER, region=REGION).encode()
+
+
 @pytest.fixture
 async def signed_sync(
     nats_server: NatsServer, edge_keys: Keys, bundles: Bundles, tmp_path: Path
@@ -154,7 +159,7 @@ async def test_unsigned_and_forged_records_are_refused_and_the_bundle_kept(
         lambda: models.last_refusal is not None and models.last_refusal.code == "unsigned_rollout",
         "the unsigned record is refused",
     )
-    forged = RolloutState(stable=8, step=2).signed(Ed25519PrivateKey.generate())
+    forged = RolloutState(stable=8, step=2).signed(Ed25519PrivateKey.generate(), region=REGION)
     await put_rollout(js, REGION, forged.encode())
     await eventually(
         lambda: models.last_refusal is not None
@@ -164,7 +169,7 @@ async def test_unsigned_and_forged_records_are_refused_and_the_bundle_kept(
     assert served_version(models) == TRAINED_VERSION
     assert sync.status.last_error is not None and "refused rollout record" in sync.status.last_error
 
-    await put_rollout(js, REGION, RolloutState(stable=8, step=3).signed(CONTROLLER).encode())
+    await put_rollout(js, REGION, signed(stable=8, step=3))
     await eventually(lambda: served_version(models) == 8, "the signed record is followed")
 
 
@@ -173,24 +178,23 @@ async def test_a_downgrade_needs_a_signed_rollback_record(
 ) -> None:
     models, _ = signed_sync
     await publish(js, bundles, 5, 9)
-    await put_rollout(js, REGION, RolloutState(stable=9, step=1).signed(CONTROLLER).encode())
+    await put_rollout(js, REGION, signed(stable=9, step=1))
     await eventually(lambda: served_version(models) == 9, "version 9 is served")
 
     # A signed record of an older bundle, without rollback: below the floor.
-    await put_rollout(js, REGION, RolloutState(stable=5, step=2).signed(CONTROLLER).encode())
+    await put_rollout(js, REGION, signed(stable=5, step=2))
     await eventually(
         lambda: models.last_refusal is not None
         and models.last_refusal.code == "below_version_floor",
         "the downgrade is refused",
     )
     # A replay of an older signed record: refused by its counter.
-    await put_rollout(js, REGION, RolloutState(stable=9, step=0).signed(CONTROLLER).encode())
+    await put_rollout(js, REGION, signed(stable=9, step=0))
     await eventually(
         lambda: models.last_refusal is not None and models.last_refusal.code == "stale_rollout",
         "the replay is refused",
     )
     assert served_version(models) == 9
 
-    rollback = RolloutState(stable=5, step=3, rollback=True, by="alice").signed(CONTROLLER)
-    await put_rollout(js, REGION, rollback.encode())
+    await put_rollout(js, REGION, signed(stable=5, step=3, rollback=True, by="alice"))
     await eventually(lambda: served_version(models) == 5, "the signed rollback is followed")

@@ -70,14 +70,17 @@ CONTROLLER_KEYS = TrustedKeys.of([NEW.public_key()])
 def record(**fields: object) -> RolloutState:
     values: dict[str, object] = {"stable": 5, "step": 3, "by": "alice"}
     values.update(fields)
-    return RolloutState(**values).signed(NEW)  # type: ignore[arg-type]
+    return RolloutState(**values).signed(NEW, region="eu")  # type: ignore[arg-type]
 
 
 def test_a_signed_record_verifies_and_round_trips() -> None:
     signed = record()
     decoded = RolloutState.decode(signed.encode())
     assert decoded == signed
-    decoded.verify(CONTROLLER_KEYS)
+    decoded.verify(CONTROLLER_KEYS, region="eu")
+    with pytest.raises(RolloutError) as elsewhere:  # copied into another region's key
+        decoded.verify(CONTROLLER_KEYS, region="us")
+    assert elsewhere.value.code == "bad_rollout_signature"
     assert decoded.key_id == key_id(NEW.public_key())
 
 
@@ -89,39 +92,40 @@ def test_a_signed_record_verifies_and_round_trips() -> None:
         (lambda r: replace(r, rollback=True), "bad_rollout_signature"),
         (lambda r: replace(r, signature=None, key_id=None), "unsigned_rollout"),
         (lambda r: replace(r, signature="!!!"), "bad_rollout_signature"),
-        (lambda r: RolloutState(stable=5, step=3).signed(STRANGER), "unknown_rollout_key"),
+        (lambda r: RolloutState(stable=5).signed(STRANGER, region="eu"), "unknown_rollout_key"),
     ],
 )
 def test_altered_or_unsigned_records_are_refused(tamper: object, code: str) -> None:
     altered = tamper(record())  # type: ignore[operator]
     with pytest.raises(RolloutError) as refused:
-        admit(altered, CONTROLLER_KEYS, Floor())
+        admit(altered, CONTROLLER_KEYS, Floor(), region="eu")
     assert refused.value.code == code
 
 
 def test_a_record_signed_by_a_revoked_key_is_refused() -> None:
     keys = TrustedKeys.of([NEW.public_key()], revoked=[key_id(NEW.public_key())])
     with pytest.raises(RolloutError) as refused:
-        admit(record(), keys, Floor())
+        admit(record(), keys, Floor(), region="eu")
     assert refused.value.code == "key_revoked"
 
 
 def test_the_floor_refuses_downgrades_and_replays_unless_a_signed_rollback_asks() -> None:
-    floor = admit(record(stable=8, step=10), CONTROLLER_KEYS, Floor(version=7))
+    floor = admit(record(stable=8, step=10), CONTROLLER_KEYS, Floor(version=7), region="eu")
     assert floor == Floor(10, 8)
     with pytest.raises(RolloutError) as refused:
-        admit(record(stable=6, step=11), CONTROLLER_KEYS, floor)
+        admit(record(stable=6, step=11), CONTROLLER_KEYS, floor, region="eu")
     assert refused.value.code == "below_version_floor"
     with pytest.raises(RolloutError) as replayed:
-        admit(record(stable=9, step=9), CONTROLLER_KEYS, floor)
+        admit(record(stable=9, step=9), CONTROLLER_KEYS, floor, region="eu")
     assert replayed.value.code == "stale_rollout"
-    back = admit(record(stable=6, step=11, rollback=True), CONTROLLER_KEYS, floor)
+    back = admit(record(stable=6, step=11, rollback=True), CONTROLLER_KEYS, floor, region="eu")
     assert back == Floor(11, 6)
-    assert admit(record(stable=6, step=12, canary=9, canary_percent=5), CONTROLLER_KEYS, back)
+    canary = record(stable=6, step=12, canary=9, canary_percent=5)
+    assert admit(canary, CONTROLLER_KEYS, back, region="eu") == Floor(12, 6)
     # The rollback flag is signed: an old record cannot be made into one.
     forged = replace(record(stable=6, step=13), rollback=True)
     with pytest.raises(RolloutError):
-        admit(forged, CONTROLLER_KEYS, floor)
+        admit(forged, CONTROLLER_KEYS, floor, region="eu")
 
 
 def test_records_without_the_new_fields_still_decode() -> None:

@@ -108,7 +108,7 @@ async def test_each_decision_and_audit_entry_names_its_operator(
     assert code == 0, out
     record, _ = await read_edge_record(js, "eu")
     assert record is not None and record.by == "alice"  # the credential wins over the claim
-    record.verify(TrustedKeys.of([load_public_key(public.read_bytes())]))  # signed
+    record.verify(TrustedKeys.of([load_public_key(public.read_bytes())]), region="eu")
 
     code, out = await proxima("rollout", "pause", "--nats", as_alice)
     assert code == 0, out
@@ -154,6 +154,6 @@ async def test_the_trainers_releases_are_signed_and_say_so(plain_js: JetStreamCo
     for region in ("eu", "us"):
         record, _ = await read_edge_record(plain_js, region)
         assert record is not None and (record.stable, record.by) == (3, "trainer")
-        record.verify(trusted)
+        record.verify(trusted, region=region)
     unsigned = await registry.promote_regions(3, ("ap",))
     assert unsigned["ap"].signature is None and unsigned["ap"].by is None
