@@ -37,6 +37,7 @@ from central.lake.writer import LakeWriter
 from central.metrics import central_registry
 from central.monitor import LatencyMonitor, MonitorSettings
 from central.monitor.http import MetricsServer
+from central.outcomes.service import OutcomesCollector, OutcomesService, OutcomesSettings
 from central.rollout.operations import bundle_release
 from central.rollout.service import RolloutService
 from central.settings import LakeWriterSettings
@@ -137,12 +138,15 @@ def run(
             MonitorSettings(nats=nats_connection(nats_url, name="proxima-monitor"))
         )
         services: list[Served] = [monitor]
+        outcomes = None if no_lake else OutcomesService(OutcomesSettings(lake_dir))
         if metrics_port is not None:
             roles = central_registry(
                 bridge=lambda: bridge.status,
                 trainer=lambda: trainer.status,
                 lake=None if no_lake else lambda: lake_writer.status,
             )
+            if outcomes is not None:
+                roles.register(OutcomesCollector(outcomes))
             metrics = MetricsServer(
                 [monitor.registry, roles], host=metrics_host, port=metrics_port
             )
@@ -197,6 +201,8 @@ def run(
             )
             services.append(lake_writer)
             watched.append(lake_writer.wait_stopped)
+        if outcomes is not None:  # attribution of the lake, for /metrics and the dashboard
+            services.append(outcomes)
         # A training under way may take half of the shutdown time; the bridge then drains.
         services += [(trainer, TRAINER_SHUTDOWN_SHARE), controller]
 
