@@ -19,6 +19,7 @@ RULES_BUCKET: Final = "proxima-rules"
 CATALOG_BUCKET: Final = "proxima-catalog"  # KV: item id -> protocol.catalog item
 ERASURES_BUCKET: Final = "proxima-erasures"  # KV: sha256 of a user id -> erasure record
 KAFKA_EVENTS_TOPIC: Final = "proxima.events"
+KAFKA_CATALOG_TOPIC: Final = "proxima.catalog"  # compacted, keyed by item id
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 DUPLICATE_WINDOW_S: Final = 120.0
 TELEMETRY_SUBJECTS: Final = "telemetry.>"
