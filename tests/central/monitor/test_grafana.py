@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from central.bridge import BridgeStatus
+from central.lake.writer import LakeWriterStatus
+from central.metrics import central_registry
 from central.monitor.service import LatencyMonitor, MonitorSettings
+from central.outcomes.service import OutcomesCollector, OutcomesService, OutcomesSettings
+from central.trainer.service import TrainerStatus
 from edge_node.metrics import EdgeMetrics
 from runtime.nats import NatsSettings
 
@@ -47,7 +52,14 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
 
 def registries() -> dict[str, CollectorRegistry]:
     monitor = LatencyMonitor(MonitorSettings(nats=NatsSettings()))
-    return {"edge": EdgeMetrics("eu", "n1").registry, "monitor": monitor.registry}
+    bridge = BridgeStatus(0, 0, 0, 0, 0, None, True)
+    central = central_registry(bridge=lambda: bridge, trainer=TrainerStatus, lake=LakeWriterStatus)
+    central.register(OutcomesCollector(OutcomesService(OutcomesSettings(Path("lake")))))
+    return {
+        "edge": EdgeMetrics("eu", "n1").registry,
+        "monitor": monitor.registry,
+        "central": central,
+    }
 
 
 def metric_names(expr: str) -> set[str]:
