@@ -20,7 +20,7 @@ from central.cli.errors import CommandError, reported_errors
 from central.cli.progress import progress_bars, stage_reporter
 from central.datasets import read_log
 from central.trainer.pipeline import TrainerConfig, TrainResult, train_bundle
-from central.training.lakefile import lake_to_log, log_to_lake
+from central.training.lakefile import import_into_lake, lake_to_log
 from central.training.pipeline import LakeTrainConfig, train_from_lake
 from model_export.pack import write_bundle_file
 from protocol.keys import load_private_key
@@ -144,16 +144,19 @@ def _train_on_file(
     key_pem: bytes,
     report: Any,
 ) -> TrainResult:
-    log, stats = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
-    if stats.rows_skipped:
-        click.echo(f"skipped {stats.rows_skipped} malformed rows of {stats.rows_read}", err=True)
     if config.engine.engine == "memory":
+        log, stats = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
+        _say_skipped(stats.rows_skipped)
         return train_bundle(
             log, config.trainer, version=version, private_key_pem=key_pem, progress=report
         )
     with tempfile.TemporaryDirectory(prefix="proxima-lake-", dir=config.engine.temp_dir) as root:
-        log_to_lake(log, root)
-        del log
+        _say_skipped(import_into_lake(data, fmt, root, skip_bad_rows=skip_bad_rows))
         return train_from_lake(
             root, config, version=version, private_key_pem=key_pem, progress=report
         )
+
+
+def _say_skipped(rows: int) -> None:
+    if rows:
+        click.echo(f"skipped {rows} malformed rows", err=True)

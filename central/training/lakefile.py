@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from central.datasets import read_log
 from central.eventlog import EventLog, build_log
 from central.lake.layout import event_date, open_lake
 from central.lake.schema import SCHEMA, check_schema
@@ -25,6 +26,22 @@ from protocol.events import EVENT_TYPE_CODES, EVENT_TYPES
 
 DAY_MS: Final = 86_400_000
 FILE_NAME: Final = "log-00000.parquet"
+
+
+def import_into_lake(data: Path, fmt: str, root: Path | str, *, skip_bad_rows: bool) -> int:
+    """Writes the log file ``data`` into the lake ``root``; returns the rows skipped.
+
+    Through :func:`central.lake.importer.import_log` (chunk by chunk, bounded memory) where
+    it is installed; otherwise the log is read whole and written by :func:`log_to_lake`.
+    """
+    try:
+        from central.lake.importer import import_log
+    except ImportError:
+        log, stats = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
+        log_to_lake(log, root)
+        return stats.rows_skipped
+    result = import_log(data, fmt, Path(root), skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
+    return int(result.rows_skipped)
 
 
 def event_id_of(key: int) -> str:

@@ -28,7 +28,7 @@ from central.trainer.tables import DAY_MS, TableConfig
 from central.training.engine import Engine, scalar
 from protocol.tables import CandidateTables
 
-_SCOPED: Final = ("sub", "sub_items", "subj", "kept", "pairs", "sub_sess", "sess_pairs")
+_SCOPED: Final = ("sub", "sub_items", "subj", "kept", "ahead", "pairs", "sub_sess", "sess_pairs")
 
 
 def build_tables(engine: Engine, config: TableConfig, scope: str | None = None) -> CandidateTables:
@@ -145,12 +145,10 @@ def _covisitation(
         f"FROM ahead WHERE b{d} IS NOT NULL AND b{d} <> j"
         for d in distances
     )
-    engine.create(
-        "pairs",
-        f"WITH ahead AS (SELECT j, {leads} FROM kept) "
-        f"SELECT x, y, sum(w) AS t FROM ({steps}) steps GROUP BY x, y",
-    )
+    engine.create("ahead", f"SELECT j, {leads} FROM kept")
     engine.drop("kept")
+    engine.create("pairs", f"SELECT x, y, sum(w) AS t FROM ({steps}) steps GROUP BY x, y")
+    engine.drop("ahead")
     found = engine.arrow(
         "SELECT source, target, weight FROM ("
         "SELECT source, target, weight, row_number() OVER "

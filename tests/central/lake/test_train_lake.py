@@ -183,3 +183,12 @@ def test_the_example_budget_grows_with_the_data_within_the_memory_bound() -> Non
     small = LakeTrainConfig(engine=EngineSettings(memory_limit_mib=64), max_positions=10**9)
     assert example_budget(4_000_000, small) < base
 
+
+
+def test_evaluate_names_an_unknown_engine(shop: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["evaluate", "--data", str(shop / "shop.csv"), "--format", "csv", "--engine", "hadoop"],
+    )
+    assert result.exit_code == 2
+    assert "--engine" in result.output and "hadoop" in result.output
