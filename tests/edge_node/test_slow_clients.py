@@ -134,7 +134,7 @@ async def test_slow_bodies_get_408_and_are_closed_while_healthz_stays_up(
     served_edge: ServedFactory,
 ) -> None:
     slots = 8
-    edge = served_edge(max_concurrency=slots, body_rate_grace_s=1.0, body_timeout_s=60.0)
+    edge = served_edge(max_concurrency=slots, body_rate_grace_s=3.0, body_timeout_s=60.0)
     sockets = [await open_socket(edge) for _ in range(slots)]
     for _, writer in sockets:
         writer.write(post_head(4096) + b"[")  # one byte, then nothing
@@ -163,13 +163,13 @@ async def test_slow_bodies_get_408_and_are_closed_while_healthz_stays_up(
 async def test_a_body_above_the_minimum_rate_still_has_a_total_deadline(
     served_edge: ServedFactory,
 ) -> None:
-    edge = served_edge(body_rate_grace_s=0.3, body_min_rate=100, body_timeout_s=1.5)
+    edge = served_edge(body_rate_grace_s=0.5, body_min_rate=100, body_timeout_s=1.5)
     reader, writer = await open_socket(edge)
     writer.write(post_head(100_000))
 
-    async def trickle() -> None:  # 500 bytes/s: above the minimum rate, never done
+    async def trickle() -> None:  # ~2000 bytes/s: far above the minimum rate, never done
         while not writer.is_closing():
-            writer.write(b" " * 50)
+            writer.write(b" " * 200)
             await writer.drain()
             await asyncio.sleep(0.1)
 
