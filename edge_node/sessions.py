@@ -385,6 +385,7 @@ class SessionStore:
                 self._drop(session_id)
         self.breaker.succeeded()
 
+
 def _text(data: object) -> str:
     if isinstance(data, bytes):
         return data.decode("utf-8", "replace")
