@@ -18,11 +18,12 @@ a list of files.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from central.lake.errors import LakeNotFoundError
+from central.lake.errors import LakeError, LakeNotFoundError
 from central.lake.names import live_files
 from central.lake.schema import SCHEMA_VERSION
 
@@ -30,6 +31,7 @@ EVENTS_DIR: Final = "events"
 MANIFESTS_DIR: Final = "_manifests"
 STAGING_DIR: Final = "_staging"
 DATE_PREFIX: Final = "date="
+_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 def event_date(ts_ms: int) -> str:
@@ -93,7 +95,16 @@ class LakeLayout:
 
 
 def open_lake(root: str | Path, *, create: bool = False) -> LakeLayout:
-    """The layout of the lake at ``root``; a missing root is an error unless ``create``."""
+    """The layout of the lake at ``root``; a missing root is an error unless ``create``.
+
+    Only local (or mounted) directories: a URL such as ``s3://`` or ``gs://`` is refused by
+    name rather than taken for a relative directory called ``s3:``."""
+    if _URL.match(str(root)):  # Path("s3://b") reads "s3:/b"
+        raise LakeError(
+            f"lake {root}: object-store lakes are not supported by this version; use a "
+            "local directory or a mounted file system",
+            field="lake",
+        )
     path = Path(root)
     if create:
         path.mkdir(parents=True, exist_ok=True)

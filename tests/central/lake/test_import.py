@@ -153,3 +153,13 @@ def test_a_missing_lake_is_named(tmp_path: Path) -> None:
     shown = cli("lake", "stats", "--lake", tmp_path / "nowhere")
     assert shown.exit_code == 1
     assert shown.output.startswith("error: lake") and "nowhere" in shown.output
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/lake", "gs://bucket/lake"])
+def test_an_object_store_lake_is_refused_by_name(url: str, shop_log: Path) -> None:
+    for command in (("lake", "stats", "--lake", url),
+                    ("lake", "import", "--data", shop_log, "--format", "csv", "--lake", url)):
+        shown = cli(*command)
+        assert shown.exit_code == 1
+        assert shown.output.startswith("error: lake ") and "object-store" in shown.output
+    assert not Path("s3:").exists() and not Path("gs:").exists()
