@@ -26,7 +26,7 @@ from edge_node.rules.live import RulesSync
 from edge_node.state import EdgeState, node_status
 from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink.publisher import EventPublisher
-from edge_node.users import UserHistory
+from edge_node.users import ErasureFollower, UserHistory
 from protocol.catalog import Item
 from protocol.serving import ServingModel
 from runtime.service import Service
@@ -63,6 +63,7 @@ def edge_services(
     bus = state.bus = users.bus = BusSupervisor(nats, ping_interval_s=PING_INTERVAL_S)
     catalog = state.catalog = _catalog_replica(settings, state, bus)
     rules_sync = RulesSync(bus, lambda rules: setattr(state.recommender, "rules", rules))
+    erasures = ErasureFollower(users, bus)  # users erased in any region are erased here
 
     def swapped(model: ServingModel) -> None:
         overlay_all(model.tables, catalog)  # the catalog's prices reach the new bundle's features
@@ -96,6 +97,7 @@ def edge_services(
         Entry(bus),
         Entry(catalog),
         Entry(rules_sync),
+        Entry(erasures),
         Entry(state.model_sync),
         Entry(state.publisher, PUBLISHER_SHARE),
         Entry(state.telemetry_publisher),

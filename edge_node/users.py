@@ -15,6 +15,8 @@ trainer must honour; if it cannot be recorded nothing is erased and the caller g
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,7 +36,8 @@ from edge_node.sessions import INVALIDATION_CHANNEL, KEY_PREFIX, SessionStore
 from protocol.events import EVENT_TYPES, Event
 from protocol.subjects import ERASURES_BUCKET
 from protocol.window import SessionWindow
-from runtime.supervisor import BusSupervisor
+from runtime.backoff import Backoff
+from runtime.supervisor import BusConnection, BusListener, BusSupervisor, describe_error
 
 log = logging.getLogger("proxima.edge.users")
 
@@ -190,6 +193,11 @@ class UserHistory:
 
     async def erase(self, user_id: str, *, region: str) -> Erased:
         recorded = await self._record_erasure(user_id, region)
+        sessions = await self.erase_here(user_id)
+        return Erased(user_id, sessions, recorded)
+
+    async def erase_here(self, user_id: str) -> int:
+        """Forgets ``user_id`` on this edge and in this region's Redis; the sessions erased."""
         sessions = list(self._user_sessions.pop(user_id, ()))
         self._recent.pop(user_id, None)
         for session_id in sessions:
@@ -211,7 +219,7 @@ class UserHistory:
                     code="erasure_incomplete",
                     retry_after_s=1,
                 ) from exc
-        return Erased(user_id, len(sessions), recorded)
+        return len(sessions)
 
     async def _record_erasure(self, user_id: str, region: str) -> bool:
         if self.bus is None:
@@ -237,3 +245,60 @@ class UserHistory:
                 retry_after_s=1,
             ) from exc
         return True
+
+
+class ErasureFollower(BusListener):
+    """Applies every erasure recorded in ``proxima-erasures`` (by any edge, in any region) to
+    this edge and its region's Redis, so a user erased in one region is erased in all."""
+
+    def __init__(self, users: UserHistory, bus: BusSupervisor) -> None:
+        self.users = users
+        self.bus = bus
+        self._watch: asyncio.Task[None] | None = None
+        self.applied = 0
+
+    async def start(self) -> None:
+        self.bus.attach(self)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        self.bus.detach(self)
+        await self.bus_lost()
+
+    async def bus_connected(self, connection: BusConnection) -> None:
+        await self.bus_lost()
+        self._watch = asyncio.create_task(self._follow(connection), name="erasure-watch")
+
+    async def bus_lost(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+    async def _follow(self, connection: BusConnection) -> None:
+        backoff = Backoff(0.5, 10.0)
+        while connection.usable:
+            try:
+                kv = await connection.jetstream().key_value(ERASURES_BUCKET)
+                watcher: Any = await kv.watchall()
+            except BucketNotFoundError:
+                await backoff.sleep(connection.lost)
+                continue
+            backoff.reset()
+            try:
+                while True:
+                    try:
+                        entry = await watcher.updates(timeout=60.0)
+                    except nats.errors.TimeoutError:
+                        continue
+                    if entry is None or getattr(entry, "value", None) is None:
+                        continue
+                    user_id = json.loads(entry.value).get("user_id")
+                    if isinstance(user_id, str):
+                        await self.users.erase_here(user_id)
+                        self.applied += 1
+            except Exception as exc:
+                log.warning("following erasures failed: %s", describe_error(exc))
+                await backoff.sleep(connection.lost)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(watcher.stop(), 1.0)

@@ -190,3 +190,32 @@ async def test_a_returning_user_brings_earlier_items_and_can_be_erased(
         assert record["user_id"] == "u-42"
     finally:
         await client.close()
+
+
+async def test_an_erasure_recorded_elsewhere_is_applied_here(
+    edge: EdgeServer, redis_url: str, nats_server: NatsServer, http: httpx.AsyncClient
+) -> None:
+    await ready(http, edge)
+    items = edge.app.state.edge.models.current.tables.item_ids
+    key = {"x-proxima-key": SERVER_KEY}
+    posted = await http.post(
+        f"{edge.url}/v1/events", json=event("far-session", items[3], "u-far"), headers=key
+    )
+    assert posted.status_code == 202
+    redis = aioredis.from_url(redis_url)
+    client = await nats.connect(nats_server.url)
+    try:
+        assert await redis.exists(USER_PREFIX + "u-far") == 1
+        js = client.jetstream()
+        kv = await js.create_key_value(bucket=ERASURES_BUCKET, history=1)
+        record = {"user_id": "u-far", "erased_at": 1, "region": "us", "node": "us/n1"}
+        await kv.put(erasure_key("u-far"), json.dumps(record).encode())
+
+        async def gone() -> bool:
+            return bool(await redis.exists(USER_PREFIX + "u-far") == 0)
+
+        await eventually(gone, "the other region's erasure applied in this region's Redis")
+        assert edge.app.state.edge.users.user_of("far-session") is None
+    finally:
+        await client.close()
+        await redis.aclose()
