@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 import nats
 import pytest
+from click.testing import CliRunner
 from nats.aio.client import Client as NatsClient
 
+from central.cli import main as proxima
 from runtime.backoff import Backoff
 from runtime.nats import BusSettingsError, NatsClientSettings, NatsSettings
 from runtime.settings import SettingsError, load_settings
@@ -250,3 +252,23 @@ def test_secrets_stay_out_of_the_settings_repr(tmp_path: Path) -> None:
     settings = NatsClientSettings(nats_user="u", nats_password="hunter2-secret")
     assert "hunter2-secret" not in repr(settings)
     assert "hunter2-secret" not in repr(settings.nats_connection("nats://h:1", name="x"))
+
+
+def test_a_central_command_reaches_a_tls_server_with_its_credential_flags(
+    start_server: ServerFactory, pki: Pki, tmp_path: Path
+) -> None:
+    server = start_server(
+        f'authorization {{\n  user: "operator"\n  password: "{PASSWORD}"\n}}\n'
+        f'jetstream {{ store_dir: "{tmp_path / "js"}" }}'
+    )
+    flags = [
+        "rollout", "status", "--nats", tls_url(server), "--nats-user", "operator",
+        "--nats-password-file", str(secret_file(tmp_path, "pw", PASSWORD)),
+    ]  # fmt: skip
+    runner = CliRunner()
+    reached = runner.invoke(proxima, [*flags, "--nats-tls-ca", str(pki.ca)], env={})
+    assert reached.exit_code == 0, reached.output
+    untrusted = runner.invoke(proxima, [*flags, "--nats-tls-ca", str(pki.other_ca)], env={})
+    assert untrusted.exit_code == 1
+    assert "cannot reach NATS at tls://127.0.0.1" in untrusted.output
+    assert PASSWORD not in reached.output + untrusted.output
