@@ -109,3 +109,30 @@ async def test_a_restarted_writer_goes_on_where_the_lake_ends(
     counts = event_id_counts(lake)
     assert len(counts) == 600 and set(counts.values()) == {1}
     assert again.status.duplicates == 0
+
+
+async def test_writers_in_one_group_share_the_partitions_and_hand_them_over(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = await fresh_topic(kafka_bootstrap, partitions=4)
+    lake = tmp_path / "lake"
+    first, second = make_events(400), make_events(400, start=400)
+    one = LakeWriter(settings(kafka_bootstrap, topic, lake, session_timeout_s=3.0))
+    other = LakeWriter(settings(kafka_bootstrap, topic, lake, session_timeout_s=3.0))
+    await one.start()
+    await other.start()
+    try:
+        await produce(kafka_bootstrap, topic, *encoded(first))
+        await eventually(lambda: sum(event_id_counts(lake).values()) >= 400, "the first part",
+                         timeout_s=EVENTUALLY_S)  # fmt: skip
+        assert one.status.written > 0 and other.status.written > 0  # both had partitions
+        await other.close()  # its partitions go to the one left, which resumes from the lake
+        await produce(kafka_bootstrap, topic, *encoded(second))
+        await eventually(lambda: sum(event_id_counts(lake).values()) >= 800, "the second part",
+                         timeout_s=EVENTUALLY_S)  # fmt: skip
+        await asyncio.sleep(0.5)
+    finally:
+        await other.close()
+        await one.close()
+    counts = event_id_counts(lake)
+    assert len(counts) == 800 and set(counts.values()) == {1}
