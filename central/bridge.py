@@ -50,7 +50,7 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from central.bridge_forward import Counters, Forwarder, release
-from central.bridge_jetstream import BatchPuller, ensure_consumer, ensure_stream
+from central.bridge_jetstream import BatchPuller, StreamLimits, ensure_consumer, ensure_stream
 from central.errors import CentralError
 from central.kafka_settings import KafkaSettings, ensure_topics
 from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS
@@ -119,6 +119,7 @@ class Bridge(BusListener):
         lag_interval_s: float = 1.0,
         pipeline_depth: int = 1,
         start_timeout_s: float = 30.0,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         if batch < 1 or partitions < 1 or pipeline_depth < 1:
             raise BridgeSettingsError("batch, partitions and pipeline_depth must be at least 1")
@@ -134,6 +135,7 @@ class Bridge(BusListener):
         self._idempotent = idempotent
         self._stream = stream
         self._subjects = tuple(subjects)
+        self._stream_limits = stream_limits
         self._ack_wait_s = ack_wait_s
         # In hand at once: the batches in flight plus one prefetched.
         self._max_ack_pending = max_ack_pending or max(2 * (pipeline_depth + 1) * batch, 1_000)
@@ -314,7 +316,7 @@ class Bridge(BusListener):
 
     async def _prepare_jetstream(self, jetstream: JetStreamContext) -> None:
         try:
-            await ensure_stream(jetstream, self._stream, self._subjects)
+            await ensure_stream(jetstream, self._stream, self._subjects, self._stream_limits)
             await ensure_consumer(
                 jetstream, self._stream, self._durable,
                 ack_wait_s=self._ack_wait_s, max_ack_pending=self._max_ack_pending,

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import json
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -27,6 +30,7 @@ from nats.js.api import (
     ConsumerConfig,
     ConsumerInfo,
     DeliverPolicy,
+    DiscardPolicy,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -54,30 +58,106 @@ class ConsumerUnavailableError(CentralError):
     code = "consumer_unavailable"
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str]) -> StreamInfo:
-    """The stream ``name``, created with file storage and the dedupe window if absent."""
-    try:
-        info = await js.stream_info(name)
-    except NotFoundError:
-        config = StreamConfig(
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """How central makes the EVENTS stream: bounded, replicated, from the bridge settings."""
+
+    max_bytes: int = 8 << 30
+    max_age_s: float = 7 * 86_400.0
+    replicas: int = 1
+    discard: Literal["old", "new"] = "old"  # what goes when full: the oldest, or new writes
+
+    def config(self, name: str, subjects: Sequence[str]) -> StreamConfig:
+        return StreamConfig(
             name=name,
             subjects=list(subjects),
             storage=StorageType.FILE,
             retention=RetentionPolicy.LIMITS,
             duplicate_window=DUPLICATE_WINDOW_S,
+            max_bytes=self.max_bytes,
+            max_age=self.max_age_s,
+            num_replicas=self.replicas,
+            discard=DiscardPolicy.OLD if self.discard == "old" else DiscardPolicy.NEW,
         )
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    name: str,
+    subjects: Sequence[str],
+    limits: StreamLimits | None = None,
+) -> StreamInfo:
+    """The stream ``name``, created with file storage, the dedupe window and ``limits`` if
+    absent. Only central calls this: edges bind to the stream and never make it.
+
+    An existing stream made with other limits is the operator's: the differences are logged,
+    and limits are raised to ``limits`` where that loses nothing (a larger ``max_bytes`` or
+    ``max_age``, a longer dedupe window); nothing is ever shrunk and replicas and storage are
+    left as they are."""
+    wanted = (limits or StreamLimits()).config(name, subjects)
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
         try:
-            info = await js.add_stream(config)
-            log.info("created JetStream stream %s for %s", name, ", ".join(subjects))
+            info = await js.add_stream(wanted)
+            log.info(
+                "created JetStream stream %s for %s: %d replica(s), max %d bytes, max age %gs, "
+                "discard %s",
+                name, ", ".join(subjects), wanted.num_replicas, wanted.max_bytes,
+                wanted.max_age, wanted.discard.value if wanted.discard else "old",
+            )  # fmt: skip
+            return info
         except BadRequestError:  # another process created it in between
             info = await js.stream_info(name)
-    window = info.config.duplicate_window or 0.0
-    if window < DUPLICATE_WINDOW_S or info.config.storage != StorageType.FILE:
-        log.warning(
-            "stream %s has storage %s and a %.0f s duplicate window; %s, >= %.0f s expected",
-            name, info.config.storage, window, StorageType.FILE.value, DUPLICATE_WINDOW_S,
-        )  # fmt: skip
-    return info
+    return await _reconcile(js, info, wanted)
+
+
+async def _reconcile(js: JetStreamContext, info: StreamInfo, wanted: StreamConfig) -> StreamInfo:
+    have = info.config
+    differences = stream_differences(have, wanted)
+    if not differences:
+        return info
+    log.warning(
+        "stream %s differs from the bridge's settings: %s", have.name, "; ".join(differences)
+    )
+    raised = dataclasses.replace(have)
+    changed = False
+    for field in ("max_bytes", "max_age", "duplicate_window"):
+        current, target = getattr(have, field), getattr(wanted, field)
+        if current is not None and current > 0 and target is not None and target > current:
+            setattr(raised, field, target)
+            changed = True
+    if not changed:
+        return info
+    try:
+        updated: StreamInfo = await js.update_stream(raised)
+    except BadRequestError as exc:
+        log.warning("stream %s: could not raise its limits: %s", have.name, exc)
+        return info
+    log.info("stream %s: raised its limits to the bridge's settings", have.name)
+    return updated
+
+
+def stream_differences(have: StreamConfig, wanted: StreamConfig) -> list[str]:
+    """What of ``have`` is not as ``wanted``, in words (0 or None: unlimited)."""
+    found = []
+    for field in ("storage", "num_replicas", "max_bytes", "max_age", "discard", "duplicate_window"):
+        current, target = getattr(have, field), getattr(wanted, field)
+        if field == "num_replicas":
+            current = current or 1
+        if field in ("max_bytes", "max_age") and (current is None or current <= 0):
+            current = "unlimited"
+        if _shown(current) != _shown(target):
+            found.append(f"{field} is {_shown(current)}, settings say {_shown(target)}")
+    return found
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 async def ensure_consumer(

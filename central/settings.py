@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from central.bridge_jetstream import StreamLimits
 from protocol.errors import ProtocolError
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
 from runtime.nats import NatsSettings, nats_url_setting
@@ -110,11 +111,39 @@ class BridgeSettings:
         help="Log counters and lag this often (0: never).",
     )
 
+    stream_max_bytes: int = setting(
+        8 << 30,
+        min=1 << 20,
+        max=1 << 50,
+        help="Bytes the EVENTS stream holds, when the bridge creates it.",
+    )
+    stream_max_age_s: float = setting(
+        7 * 86_400.0,
+        min=60.0,
+        max=365 * 86_400.0,
+        duration=True,
+        help="How long the EVENTS stream keeps an event, when the bridge creates it.",
+    )
+    stream_replicas: int = setting(
+        1, min=1, max=5, help="Replicas of the EVENTS stream, when the bridge creates it."
+    )
+    stream_discard: Literal["old", "new"] = setting(
+        "old", help="What the full EVENTS stream lets go: the oldest events, or new ones."
+    )
+
     def __post_init__(self) -> None:
         check_ranges(self)
 
     def nats_settings(self) -> NatsSettings:
         return _nats(self.nats_url, "proxima-bridge")
+
+    def stream_limits(self) -> StreamLimits:
+        return StreamLimits(
+            max_bytes=self.stream_max_bytes,
+            max_age_s=self.stream_max_age_s,
+            replicas=self.stream_replicas,
+            discard=self.stream_discard,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -132,6 +132,26 @@ class EdgeMetrics:
             "Accepted event bytes not yet published",
             registry=r,
         )
+        self.spool_io_errors = Gauge(
+            "proxima_edge_spool_io_errors",
+            "Spool writes and fsyncs that failed since the edge started",
+            registry=r,
+        )
+        self.spool_fault = Gauge(
+            "proxima_edge_spool_fault",
+            "1 while the spool refuses events after a failed write or fsync",
+            registry=r,
+        )
+        self.dead_lettered = Gauge(
+            "proxima_edge_dead_lettered",
+            "Events JetStream refused for good, moved to the dead-letter file",
+            registry=r,
+        )
+        self.events_stream_missing = Gauge(
+            "proxima_edge_events_stream_missing",
+            "1 while JetStream has no EVENTS stream (central creates it)",
+            registry=r,
+        )
         self.spool_pending_events = Gauge(
             "proxima_edge_spool_pending_events",
             "Accepted events not yet published",

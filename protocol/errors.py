@@ -58,7 +58,8 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── AckError                  500  edge_node.uplink.acks: JetStream refused a message
     │   │   ├── NoStreamError         500  no stream takes the subject
     │   │   ├── AckTimeoutError       500  a batch's acknowledgements are missing in time
-    │   │   └── ConnectionLostError   500  the connection went with acknowledgements pending
+    │   │   ├── ConnectionLostError   500  the connection went with acknowledgements pending
+    │   │   └── RecordsRefusedError   500  JetStream refused some records and stored the rest
     │   └── PublisherError            500  edge_node.uplink.publisher
     │       └── PublishFailedError    500  a batch was not fully acknowledged; sent again
     │           └── PublishAckTimeoutError  500  ... because its acknowledgements timed out

@@ -17,6 +17,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from devtools.localservers import KafkaBroker, NatsServer, NatsServerFactory, RedisServer
+from tests.streams import make_events_stream_now
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
@@ -31,6 +32,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external_url
         return
     with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+        make_events_stream_now(server.url)  # as central would: edges only bind to it
         yield server.url
 
 
@@ -71,8 +73,11 @@ def nats_server_factory(tmp_path: Path) -> Iterator[NatsServerFactory]:
 
 @pytest.fixture
 def nats_server(nats_server_factory: NatsServerFactory) -> NatsServer:
-    """A private nats-server for one test (the session's ``nats_url`` is shared)."""
-    return nats_server_factory()
+    """A private nats-server for one test (the session's ``nats_url`` is shared), with the
+    EVENTS stream central makes (edges only bind to it; ``nats_server_factory`` has none)."""
+    server = nats_server_factory()
+    make_events_stream_now(server.url)
+    return server
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ async def readyz(request: Request) -> Response:
     model = state.models.current
     if model is None:
         raise NotReady("no verified bundle is loaded yet", retry_after_s=1)
+    if state.uplink.fault is not None:  # logged by the uplink, with the path and errno
+        raise NotReady("the event spool cannot write to its disk", retry_after_s=5)
     catalog = state.catalog
     if catalog is not None and not catalog.bootstrapped.is_set():
         raise NotReady("the item catalog is not loaded yet", retry_after_s=1)
@@ -110,6 +112,8 @@ async def metrics(request: Request) -> Response:
     spool = state.uplink.spool
     m.spool_pending_bytes.set(spool.pending_bytes)
     m.spool_pending_events.set(spool.pending_records)
+    m.spool_io_errors.set(state.uplink.counters.io_errors)
+    m.spool_fault.set(0 if state.uplink.fault is None else 1)
     m.streams.set(state.streams.open_streams)
     canary = state.models.canary
     m.canary_version.set(canary.model.version if canary else 0)
@@ -119,4 +123,6 @@ async def metrics(request: Request) -> Response:
         m.publish_lag.set(published.lag_s)
         m.published.set(published.published)
         m.bus_connected.set(1 if published.connected else 0)
+        m.dead_lettered.set(published.dead_lettered)
+        m.events_stream_missing.set(1 if published.stream_missing else 0)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,6 +15,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -47,6 +48,40 @@ class ConnectionLostError(AckError):
     code = "connection_lost"
 
 
+# JetStream API error codes that sending the same message again can never change.
+PERMANENT_ERR_CODES: Final = frozenset(
+    {
+        10054,  # message size exceeds the stream's max_msg_size
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """JetStream's answer to one message it did not store."""
+
+    err_code: int | None
+    description: str
+
+    @property
+    def permanent(self) -> bool:
+        return self.err_code in PERMANENT_ERR_CODES
+
+
+class RecordsRefusedError(AckError):
+    """JetStream refused some messages of the batch; every other one was stored."""
+
+    code = "records_refused"
+
+    def __init__(self, refusals: dict[int, Refusal], duplicates: list[bool]) -> None:
+        first = next(iter(refusals.values()))
+        super().__init__(
+            f"JetStream refused {len(refusals)} message(s) of the batch: {first.description:.200}"
+        )
+        self.refusals = refusals  # position in the batch -> why
+        self.duplicates = duplicates
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     token: int  # unique among the batches of one connection, e.g. the spool sequence
@@ -64,6 +99,7 @@ class BatchAcks:
         self._subscription: Subscription | None = None
         self._waiting: dict[str, int] = {}  # reply token -> position in the batch
         self._duplicates: list[bool] = []
+        self._refusals: dict[int, Refusal] = {}  # position -> why JetStream did not store it
         self._failure: AckError | None = None
         self._complete = asyncio.Event()
 
@@ -85,6 +121,7 @@ class BatchAcks:
         if len(self._waiting) != len(batch):
             raise ValueError("tokens of a batch must be unique")
         self._duplicates = [False] * len(batch)
+        self._refusals = {}
         self._failure = None
         self._complete.clear()
         header = self.msg_id_header
@@ -113,6 +150,8 @@ class BatchAcks:
         if self._failure is not None:
             raise self._failure
         if self._complete.is_set():
+            if self._refusals:
+                raise RecordsRefusedError(dict(self._refusals), list(self._duplicates))
             return
         missing = len(self._waiting)
         self._waiting = {}
@@ -133,14 +172,25 @@ class BatchAcks:
         except ValueError:
             self._fail(AckError(f"unreadable acknowledgement {msg.data[:80]!r}"))
             return
-        if not isinstance(body, dict) or "error" in body or "seq" not in body:
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            self._refusals[position] = _refusal(body["error"])
+        elif not isinstance(body, dict) or "seq" not in body:
             self._fail(AckError(f"JetStream refused a message: {body!r:.200}"))
             return
-        self._duplicates[position] = bool(body.get("duplicate", False))
+        else:
+            self._duplicates[position] = bool(body.get("duplicate", False))
         if not self._waiting:
             self._complete.set()
 
-    def _fail(self, failure: AckError) -> None:
+    def _fail(self, failure: AckError) -> None:  # the batch as a whole: sent again
         if self._failure is None:
             self._failure = failure
         self._complete.set()
+
+
+def _refusal(error: dict[str, Any]) -> Refusal:
+    code = error.get("err_code")
+    return Refusal(
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        str(error.get("description", error))[:300],
+    )

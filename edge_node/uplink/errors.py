@@ -64,6 +64,11 @@ class SpoolIOError(SpoolError):
     records in the spool (and they may be published), but they were not acknowledged.
     """
 
+    def __init__(self, message: str, *, path: str = "", errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path  # for the log, never for an answer
+        self.errno = errno
+
     code = "spool_io"
 
 

@@ -37,10 +37,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 
-from edge_node.uplink.acks import AckError, AckTimeoutError, BatchAcks, NoStreamError, Outgoing
+from edge_node.uplink.acks import (
+    AckError,
+    AckTimeoutError,
+    BatchAcks,
+    NoStreamError,
+    Outgoing,
+    RecordsRefusedError,
+)
+from edge_node.uplink.deadletter import DEFAULT_MAX_BYTES as DEFAULT_DEAD_LETTER_BYTES
+from edge_node.uplink.deadletter import DeadLetters
 from edge_node.uplink.errors import SpoolClosedError, UplinkError
 from edge_node.uplink.spool import Record, Spool
 from edge_node.uplink.uplink import Uplink
@@ -49,7 +57,6 @@ from protocol.errors import EventError
 from protocol.subjects import (
     DUPLICATE_WINDOW_S,
     EVENTS_STREAM,
-    EVENTS_SUBJECTS,
     MSG_ID_HEADER,
     events_subject,
 )
@@ -62,6 +69,7 @@ log = logging.getLogger("proxima.edge.publisher")
 # Of close()'s timeout, this much (at most a quarter of it) is kept for stopping the drain
 # (its last commit) once the time for publishing is up.
 _SHUTDOWN_RESERVE_S: Final = 0.5
+DEAD_LETTER_AFTER: Final = 3  # refusals in a row that make a record dead, whatever the code
 _REPEATED_ERROR_LOG_INTERVAL_S: Final = 30.0
 _REMEMBERED_ERRORS: Final = 64
 
@@ -94,6 +102,8 @@ class PublisherStatus:
     pending_records: int
     pending_bytes: int
     reconnects: int
+    stream_missing: bool = False  # JetStream has no EVENTS stream: the edge is degraded
+    dead_lettered: int = 0  # records JetStream refused for good, moved to the dead-letter file
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -116,9 +126,9 @@ class EventPublisher(BusListener):
         region: str,
         node: str,
         batch: int = 256,
-        ensure_stream: bool = True,
         ack_timeout_s: float = 5.0,
         max_backoff_s: float = 5.0,
+        dead_letter_max_bytes: int = DEFAULT_DEAD_LETTER_BYTES,
     ) -> None:
         if batch < 1 or ack_timeout_s <= 0:
             raise ValueError("batch must be at least 1 and ack_timeout_s positive")
@@ -126,14 +136,16 @@ class EventPublisher(BusListener):
         self._bus = bus
         self.subject = events_subject(region, node)
         self.batch = batch
-        self.ensure_stream = ensure_stream
         self.ack_timeout_s = ack_timeout_s
         self.max_backoff_s = max_backoff_s
         self._lifecycle = Lifecycle("the event publisher")
         self._link: _Link | None = None
         self._linked = asyncio.Event()
         self._links_made = 0
-        self._stream_checked = not ensure_stream
+        self._stream_checked = False
+        self._stream_missing = False  # central has not created the EVENTS stream yet
+        self._dead_letters = DeadLetters(uplink.config.directory, dead_letter_max_bytes)
+        self._refused_before: dict[int, int] = {}  # spool seq -> refusals in a row (one batch)
         self._drain_task: asyncio.Task[None] | None = None
         self._published = 0
         self._duplicates = 0
@@ -161,6 +173,8 @@ class EventPublisher(BusListener):
             pending_records=spool.pending_records if spool is not None else 0,
             pending_bytes=spool.pending_bytes if spool is not None else 0,
             reconnects=max(0, self._links_made - 1),
+            stream_missing=self._stream_missing,
+            dead_lettered=self._dead_letters.quarantined,
         )
 
     async def start(self) -> None:
@@ -296,7 +310,7 @@ class EventPublisher(BusListener):
         cursor's fsync overlaps this batch's round trip instead of adding to it.
         """
         if not self._stream_checked:
-            await self._ensure_stream(link.jetstream)
+            await self._check_stream(link.jetstream)
         records = spool.read(max_records=self.batch)
         if not records:
             return acked_seq
@@ -320,14 +334,36 @@ class EventPublisher(BusListener):
         if not connection.usable:
             raise PublishFailedError("the connection to NATS was lost")
         try:
-            return await link.acks.publish(self.subject, batch, self.ack_timeout_s, connection.lost)
+            acks = await link.acks.publish(self.subject, batch, self.ack_timeout_s, connection.lost)
+        except RecordsRefusedError as exc:
+            if not self._quarantine(batch, exc):
+                raise PublishFailedError(str(exc)) from exc
+            acks = [d for n, d in enumerate(exc.duplicates) if n not in exc.refusals]
         except NoStreamError as exc:
-            self._stream_checked = not self.ensure_stream  # the stream may have to be made again
+            self._stream_checked = False  # look again: it may have been deleted
             raise PublishFailedError(str(exc)) from exc
         except AckTimeoutError as exc:
             raise PublishAckTimeoutError(str(exc)) from exc
         except AckError as exc:
             raise PublishFailedError(str(exc)) from exc
+        self._refused_before.clear()
+        return acks
+
+    def _quarantine(self, batch: Sequence[Outgoing], refused: RecordsRefusedError) -> bool:
+        """Moves each record JetStream refused for good (a permanent error code, or refused
+        ``DEAD_LETTER_AFTER`` times running) to the dead-letter file; True when none is left
+        to send again, so the batch can be committed."""
+        settled = True
+        for position, refusal in refused.refusals.items():
+            item = batch[position]
+            times = self._refused_before.get(item.token, 0) + 1
+            if refusal.permanent or times >= DEAD_LETTER_AFTER:
+                self._dead_letters.put(item.token, item.message_id, item.payload, str(refusal))
+                self._refused_before.pop(item.token, None)
+            else:
+                self._refused_before[item.token] = times
+                settled = False
+        return settled
 
     def _event_id(self, record: Record) -> str | None:
         """The record's event id, or None (counted once and logged) when it is no event.
@@ -346,32 +382,32 @@ class EventPublisher(BusListener):
                 log.warning("publisher: skipped spool record %d: %s", record.seq, exc)
             return None
 
-    async def _ensure_stream(self, jetstream: JetStreamContext) -> None:
-        """Adds the EVENTS stream if it is missing; an existing one is central's, left as is."""
+    async def _check_stream(self, jetstream: JetStreamContext) -> None:
+        """Binds to the EVENTS stream, which only central creates (with its limits and
+        replicas, see :func:`central.bridge_jetstream.ensure_stream`); while it is missing
+        the events stay in the spool and the publisher reports ``stream_missing``."""
         try:
             info = await jetstream.stream_info(EVENTS_STREAM)
-        except NotFoundError:
-            config = StreamConfig(
-                name=EVENTS_STREAM,
-                subjects=[EVENTS_SUBJECTS],
-                storage=StorageType.FILE,
-                duplicate_window=DUPLICATE_WINDOW_S,
-            )
-            try:
-                await jetstream.add_stream(config)
-            except APIError as exc:  # made meanwhile by someone else, or clashing subjects
-                log.warning("publisher: could not add the %s stream: %s", EVENTS_STREAM, exc)
-            else:
-                log.info("publisher: added the %s stream", EVENTS_STREAM)
-        else:
-            window = info.config.duplicate_window
-            if window is not None and window < DUPLICATE_WINDOW_S:
-                log.warning(
-                    "publisher: the %s stream dedupes for %gs only (%gs expected)",
+        except NotFoundError as exc:
+            if not self._stream_missing:
+                log.error(
+                    "publisher: JetStream has no %s stream; central creates it "
+                    "(proxima central bridge): events stay in the spool until it exists",
                     EVENTS_STREAM,
-                    window,
-                    DUPLICATE_WINDOW_S,
                 )
+            self._stream_missing = True
+            raise PublishFailedError(f"JetStream has no {EVENTS_STREAM} stream yet") from exc
+        if self._stream_missing:
+            log.info("publisher: the %s stream exists now", EVENTS_STREAM)
+        self._stream_missing = False
+        window = info.config.duplicate_window
+        if window is not None and window < DUPLICATE_WINDOW_S:
+            log.warning(
+                "publisher: the %s stream dedupes for %gs only (%gs expected)",
+                EVENTS_STREAM,
+                window,
+                DUPLICATE_WINDOW_S,
+            )
         self._stream_checked = True
 
 

@@ -146,6 +146,12 @@ class Spool:
         self._lock = threading.Lock()
         self._closed = False
         self._write_failed = False
+        # After a failed fsync the kernel may have dropped the segment's unsynced pages and
+        # marked them clean, so a later fsync would succeed over lost data (PostgreSQL's
+        # lesson): the segment is suspect, nothing is appended or synced to it again, and
+        # only resync() (a fresh segment, fsynced) clears it.
+        self.suspect_from_seq: int | None = None  # first record that may have been lost
+        self._synced_seq = 0  # every record up to here survived a successful fsync
         self._unacked: deque[tuple[int, int, int]] = deque()  # (seq, segment, end) of reads
         self._mapped: mmap.mmap | None = None
         self._mapped_segment = 0
@@ -245,6 +251,8 @@ class Spool:
             active = self._segments[-1]
         if pending + size > self.max_bytes:
             raise SpoolFullError(f"the spool holds {pending} of at most {self.max_bytes} bytes")
+        if self.suspect_from_seq is not None:
+            raise self._suspect_error(active)
         if self._write_failed:
             self._repair_tail(active)
         if active.size > _HEADER and active.size + size > self.segment_bytes:
@@ -258,16 +266,68 @@ class Spool:
         return self._last_seq
 
     def fsync(self) -> None:
-        """Makes every record appended before this call survive a machine crash."""
+        """Makes every record appended before this call survive a machine crash.
+
+        A failure makes the segment suspect (see :meth:`resync`); so does calling this while
+        it is suspect, without trying the fsync again."""
         self._check_open()
         with self._lock:
+            active = self._segments[-1]
+            if self.suspect_from_seq is not None:
+                raise self._suspect_error(active)
             fd = os.dup(self._fd)
+            last = self._last_seq
         try:
             _sync_data(fd)
         except OSError as exc:
-            raise SpoolIOError(f"fsync of the spool failed: {exc.strerror}") from exc
+            with self._lock:
+                self.suspect_from_seq = self._synced_seq + 1
+            raise SpoolIOError(
+                f"fsync of {active.path} failed: {exc.strerror}",
+                path=str(active.path),
+                errno=exc.errno,
+            ) from exc
         finally:
             os.close(fd)
+        with self._lock:
+            self._synced_seq = max(self._synced_seq, last)
+
+    def resync(self) -> tuple[int, int] | None:
+        """Leaves a suspect segment for a fresh one, fsynced with the directory; returns the
+        records that may have been lost with it (first, last), or None if none was suspect.
+
+        The suspect segment's records stay readable (each frame is checked by its CRC)."""
+        self._check_open()
+        with self._lock:
+            suspect = self.suspect_from_seq
+        if suspect is None:
+            self.fsync()
+            return None
+        try:
+            segment, fd = self._create_segment(self._last_seq + 1)
+            _sync_data(fd)
+        except OSError as exc:
+            raise SpoolIOError(
+                f"cannot start a fresh segment in {self.directory}: {exc.strerror}",
+                path=str(self.directory),
+                errno=exc.errno,
+            ) from exc
+        with self._lock:
+            old_fd, self._fd = self._fd, fd
+            self._segments.append(segment)
+            self.suspect_from_seq = None
+            self._synced_seq = self._last_seq
+            lost = (suspect, self._last_seq)
+        os.close(old_fd)
+        self._write_failed = False
+        return lost if lost[0] <= lost[1] else None
+
+    def _suspect_error(self, segment: _Segment) -> SpoolIOError:
+        return SpoolIOError(
+            f"{segment.path} is suspect after a failed fsync (records from "
+            f"{self.suspect_from_seq} on); it takes a fresh segment",
+            path=str(segment.path),
+        )
 
     def _write_all(self, data: bytes, segment: _Segment) -> None:
         view = memoryview(data)
@@ -278,22 +338,40 @@ class Spool:
             self._write_failed = True
             with contextlib.suppress(SpoolIOError):
                 self._repair_tail(segment)
-            raise SpoolIOError(f"cannot write to {segment.path}: {exc.strerror}") from exc
+            raise SpoolIOError(
+                f"cannot write to {segment.path}: {exc.strerror}",
+                path=str(segment.path),
+                errno=exc.errno,
+            ) from exc
 
     def _repair_tail(self, segment: _Segment) -> None:
         """Cuts what a failed write left after the last whole frame."""
         try:
             os.ftruncate(self._fd, segment.size)
         except OSError as exc:
-            raise SpoolIOError(f"cannot repair {segment.path}: {exc.strerror}") from exc
+            raise SpoolIOError(
+                f"cannot repair {segment.path}: {exc.strerror}",
+                path=str(segment.path),
+                errno=exc.errno,
+            ) from exc
         self._write_failed = False
 
     def _roll(self) -> _Segment:
         try:
-            _sync_data(self._fd)
+            try:
+                _sync_data(self._fd)
+            except OSError:
+                with self._lock:
+                    self.suspect_from_seq = self._synced_seq + 1
+                raise
+            self._synced_seq = self._last_seq
             segment, fd = self._create_segment(self._last_seq + 1)
         except OSError as exc:
-            raise SpoolIOError(f"cannot start a new segment: {exc.strerror}") from exc
+            raise SpoolIOError(
+                f"cannot start a new segment in {self.directory}: {exc.strerror}",
+                path=str(self.directory),
+                errno=exc.errno,
+            ) from exc
         with self._lock:
             old_fd, self._fd = self._fd, fd
             self._segments.append(segment)

@@ -27,6 +27,7 @@ new records with :meth:`Uplink.wait_for_records`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections import deque
@@ -56,6 +57,7 @@ log = logging.getLogger("proxima.edge.uplink")
 
 FsyncPolicy = Literal["always", "interval", "never"]
 UNAVAILABLE_RETRY_AFTER_S = 1.0
+FAULT_RETRY_AFTER_S = 5.0  # a disk that failed comes back in seconds at best
 
 
 class SpoolSettings(Protocol):
@@ -83,6 +85,7 @@ class UplinkConfig:
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     overloaded_retry_after_s: float = 1.0
     spool_full_retry_after_s: float = 30.0
+    recover_every_s: float = 1.0  # how often a full fsync is tried after a failure
 
 
 @dataclass(slots=True)
@@ -92,7 +95,8 @@ class UplinkCounters:
     overload_rejections: int = 0
     fsyncs: int = 0
     fsync_seconds_total: float = 0.0
-    io_errors: int = 0
+    io_errors: int = 0  # writes and fsyncs that failed
+    records_suspect: int = 0  # records written before a failed fsync: perhaps lost
 
 
 @dataclass(eq=False, slots=True)
@@ -116,6 +120,10 @@ class Uplink:
         self._closing = self._lifecycle.closing
         self._unsynced = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Why the spool cannot be trusted to keep what it is given (a write or an fsync
+        # failed): new events are refused and the edge is not ready until a full fsync
+        # succeeds again. None while all is well.
+        self.fault: str | None = None
 
     @classmethod
     def from_settings(cls, settings: SpoolSettings) -> Uplink:
@@ -160,6 +168,7 @@ class Uplink:
             spool.close()
             return
         self._spool = spool
+        self._tasks.append(asyncio.create_task(self._recover_periodically(), name="uplink-heal"))
         if config.fsync == "always":
             self._tasks.append(asyncio.create_task(self._write_groups(), name="uplink-writer"))
         elif config.fsync == "interval":
@@ -173,6 +182,10 @@ class Uplink:
             )
         if not encoded_events:
             return
+        if self.fault is not None:
+            raise UplinkUnavailableError(
+                "the event spool cannot write to its disk", retry_after_s=FAULT_RETRY_AFTER_S
+            )
         if max(len(event) for event in encoded_events) > MAX_RECORD_BYTES:
             raise RecordTooLargeError(f"an event record is at most {MAX_RECORD_BYTES} bytes")
         if self.config.fsync == "always":
@@ -279,11 +292,9 @@ class Uplink:
                 "the event spool is full", self.config.spool_full_retry_after_s
             ))
         except Exception as exc:
-            self.counters.io_errors += 1
-            log.error("uplink: writing %d events failed: %s", len(records), exc)
-            message = f"the event spool failed: {exc}"
+            self._enter_fault(exc, f"writing {len(records)} events")
             _fail(group, lambda: UplinkUnavailableError(
-                message, retry_after_s=UNAVAILABLE_RETRY_AFTER_S
+                "the event spool cannot write to its disk", retry_after_s=FAULT_RETRY_AFTER_S
             ))
         else:
             self._count_fsync(seconds)
@@ -320,9 +331,9 @@ class Uplink:
                 "the event spool is full", self.config.spool_full_retry_after_s
             ) from exc
         except UplinkError as exc:
-            self.counters.io_errors += 1
+            self._enter_fault(exc, f"writing {len(records)} events")
             raise UplinkUnavailableError(
-                f"the event spool failed: {exc}", retry_after_s=UNAVAILABLE_RETRY_AFTER_S
+                "the event spool cannot write to its disk", retry_after_s=FAULT_RETRY_AFTER_S
             ) from exc
         self._unsynced = True
         self._appended.set()
@@ -332,7 +343,7 @@ class Uplink:
             try:
                 await asyncio.wait_for(self._closing.wait(), self.config.fsync_interval_s)
             except TimeoutError:
-                if self._unsynced:
+                if self._unsynced and self.fault is None:
                     await self._fsync()
 
     async def _fsync(self) -> None:
@@ -342,10 +353,53 @@ class Uplink:
             seconds = await asyncio.to_thread(self._timed_fsync)
         except UplinkError as exc:
             self._unsynced = True
-            self.counters.io_errors += 1
-            log.error("uplink: fsync of the spool failed: %s", exc)
+            self._enter_fault(exc, "the interval fsync")
         else:
             self._count_fsync(seconds)
+
+    # -- faults --------------------------------------------------------------------------
+
+    def _enter_fault(self, exc: Exception, doing: str) -> None:
+        """Counts a write or fsync failure; logs it once an episode, with path and errno."""
+        self.counters.io_errors += 1
+        if self.fault is not None:
+            return
+        path = getattr(exc, "path", "") or str(self.config.directory)
+        errno_ = getattr(exc, "errno", None)
+        self.fault = f"{doing} failed: {exc}"
+        log.error(
+            "uplink: %s failed on %s (errno %s %s): %s; new events are refused and the edge "
+            "is not ready until a full fsync succeeds",
+            doing, path, errno_, errno.errorcode.get(errno_ or 0, ""), exc,
+        )  # fmt: skip
+
+    async def _recover_periodically(self) -> None:
+        while not self._closing.is_set():
+            try:
+                await asyncio.wait_for(self._closing.wait(), self.config.recover_every_s)
+            except TimeoutError:
+                if self.fault is not None:
+                    await self._try_recover()
+
+    async def _try_recover(self) -> None:
+        """A full fsync (of a fresh segment if the last fsync failed); clears the fault."""
+        spool = self.spool
+        try:
+            lost = await asyncio.to_thread(spool.resync)
+        except UplinkError:
+            self.counters.io_errors += 1
+            return
+        if lost is not None:
+            self.counters.records_suspect += lost[1] - lost[0] + 1
+            log.error(
+                "uplink: the spool writes again in a fresh segment; records %d-%d were "
+                "written before a failed fsync and may have been lost",
+                *lost,
+            )
+        else:
+            log.warning("uplink: the spool writes again: a full fsync succeeded")
+        self.fault = None
+        self._unsynced = False
 
     def _timed_fsync(self) -> float:
         started = time.perf_counter()

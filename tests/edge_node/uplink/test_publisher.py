@@ -25,6 +25,7 @@ from runtime.nats import NatsSettings
 from runtime.service import ServiceStateError
 from runtime.supervisor import BusSupervisor
 from tests.servers import NatsServer, NatsServerFactory
+from tests.streams import TEST_LIMITS, make_events_stream
 from tests.support import eventually
 
 REGION = "test-region"
@@ -83,11 +84,10 @@ def publisher_for(
     *,
     batch: int = 256,
     ack_timeout_s: float = 5.0,
-    ensure_stream: bool = True,
 ) -> EventPublisher:
     return EventPublisher(
         uplink, bus, region=REGION, node=node, batch=batch, ack_timeout_s=ack_timeout_s,
-        ensure_stream=ensure_stream, max_backoff_s=0.5,
+        max_backoff_s=0.5,
     )
 
 
@@ -160,6 +160,7 @@ async def test_events_wait_in_the_spool_until_nats_comes_up(
             assert status.pending_records == 400
             await asyncio.to_thread(server.start)
             assert server.url == url, "the port was taken meanwhile"
+            await make_events_stream(url)
             await eventually(
                 lambda: publisher.status.pending_records == 0,
                 "the spool drained",
@@ -178,6 +179,7 @@ async def test_nats_killed_and_restarted_mid_stream_loses_and_repeats_nothing(
     uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
+    await make_events_stream(server.url)
     total = 3000
     publisher = publisher_for(
         uplink, await bus(server.url), "edge-crash", batch=128, ack_timeout_s=2.0
@@ -222,6 +224,7 @@ async def test_a_stalled_server_is_left_and_nothing_is_lost_or_repeated(
     uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
+    await make_events_stream(server.url)
     assert server.pid is not None
     publisher = publisher_for(
         uplink, await bus(server.url), "edge-stall", batch=64, ack_timeout_s=0.5
@@ -252,24 +255,35 @@ async def test_a_stalled_server_is_left_and_nothing_is_lost_or_repeated(
     assert sorted(event.event_id for event in stored) == event_ids("stall", range(700))
 
 
-async def test_without_ensure_stream_the_events_wait_for_central_to_make_it(
-    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
+async def test_an_edge_never_makes_the_stream_its_events_wait_for_central(
+    uplink: Uplink,
+    nats_server_factory: NatsServerFactory,
+    bus: BusFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server = nats_server_factory()
     await submit_in_batches(uplink, "central", range(100))
-    publisher = publisher_for(uplink, await bus(server.url), "edge-central", ensure_stream=False)
-    await publisher.start()
-    try:
-        await eventually(lambda: publisher.status.publish_errors >= 2, "publishes were refused")
-        assert publisher.status.pending_records == 100
-        client = await nats.connect(server.url)
+    publisher = publisher_for(uplink, await bus(server.url), "edge-central")
+    with caplog.at_level(logging.ERROR, "proxima.edge.publisher"):
+        await publisher.start()
         try:
-            await client.jetstream().add_stream(name=EVENTS_STREAM, subjects=["events.>"])
+            await eventually(lambda: publisher.status.publish_errors >= 2, "publishes refused")
+            assert publisher.status.stream_missing
+            assert publisher.status.pending_records == 100
+            client = await nats.connect(server.url)
+            try:
+                with pytest.raises(NotFoundError):  # the edge did not make it
+                    await client.jetstream().stream_info(EVENTS_STREAM)
+            finally:
+                await client.close()
+            info = await make_events_stream(server.url)  # as central does
+            await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
+            assert not publisher.status.stream_missing
         finally:
-            await client.close()
-        await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
-    finally:
-        await publisher.close(timeout_s=5.0)
+            await publisher.close(timeout_s=5.0)
+    missing = [r for r in caplog.records if "has no EVENTS stream" in r.getMessage()]
+    assert len(missing) == 1  # said once, not once a retry
+    assert info.config.num_replicas == 1 and info.config.max_bytes == TEST_LIMITS.max_bytes
     stored = await stored_events(server.url, events_subject(REGION, "edge-central"))
     assert [event.event_id for event in stored] == event_ids("central", range(100))
 
@@ -326,6 +340,7 @@ async def test_close_with_nats_down_leaves_the_records_for_the_next_start(
     uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
 ) -> None:
     server = nats_server_factory()
+    await make_events_stream(server.url)
     connection = await bus(server.url)
     publisher = publisher_for(uplink, connection, "edge-down", batch=50, ack_timeout_s=2.0)
     await publisher.start()
@@ -390,26 +405,6 @@ async def test_an_existing_stream_is_left_as_central_made_it(
         await client.close()
 
 
-async def test_a_missing_stream_is_added_with_the_design_settings(
-    uplink: Uplink, nats_server_factory: NatsServerFactory, bus: BusFactory
-) -> None:
-    server = nats_server_factory()
-    await submit_in_batches(uplink, "made", range(20))
-    publisher = publisher_for(uplink, await bus(server.url), "edge-made")
-    await publisher.start()
-    try:
-        await eventually(lambda: publisher.status.pending_records == 0, "the spool drained")
-    finally:
-        await publisher.close(timeout_s=5.0)
-    client = await nats.connect(server.url)
-    try:
-        config = (await client.jetstream().stream_info(EVENTS_STREAM)).config
-    finally:
-        await client.close()
-    assert (config.subjects, config.storage) == (["events.>"], StorageType.FILE)
-    assert config.duplicate_window == DUPLICATE_WINDOW_S
-
-
 async def test_start_needs_a_started_uplink_and_happens_once(
     tmp_path: Path, nats_url: str, bus: BusFactory
 ) -> None:
@@ -436,6 +431,7 @@ async def test_status_and_logs_never_show_the_nats_credentials(
     caplog.set_level(logging.DEBUG, logger="proxima")
     password = "s3cretPW"
     with_password = nats_server.url.replace("nats://", f"nats://edge:{password}@")
+    await make_events_stream(nats_server.url)
     await submit_in_batches(uplink, "secret", range(10))
     publisher = publisher_for(uplink, await bus(with_password), "edge-secret")
     await publisher.start()

@@ -26,6 +26,7 @@ from edge_node.uplink import (
 )
 from edge_node.uplink.spool import MAX_RECORD_BYTES, frames_size
 from runtime.service import ServiceStateError
+from tests.support import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 POLICIES: tuple[FsyncPolicy, ...] = get_args(FsyncPolicy)
@@ -154,10 +155,11 @@ async def test_close_timeout_fails_queued_submits_and_finishes_the_write_under_w
     assert reopen_and_read(tmp_path) == payloads(2, "writing")
 
 
-async def test_failed_write_fails_its_submits_and_the_uplink_goes_on(
+async def test_a_failed_fsync_fails_its_submits_and_refuses_more_until_a_full_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with Uplink(UplinkConfig(tmp_path, fsync="always")) as uplink:
+    config = UplinkConfig(tmp_path, fsync="always", recover_every_s=0.05)
+    async with Uplink(config) as uplink:
         real_fsync = uplink.spool.fsync
 
         def failing_fsync() -> None:
@@ -165,9 +167,11 @@ async def test_failed_write_fails_its_submits_and_the_uplink_goes_on(
             raise SpoolIOError("fsync of the spool failed: Input/output error")
 
         monkeypatch.setattr(uplink.spool, "fsync", failing_fsync)
-        with pytest.raises(UplinkUnavailableError, match="Input/output error"):
+        with pytest.raises(UplinkUnavailableError, match="cannot write to its disk"):
             await uplink.submit(payloads(2, "unlucky"))
         assert uplink.counters.io_errors == 1
+        assert uplink.fault is not None
+        await eventually(lambda: uplink.fault is None, "a full fsync succeeded")
         await uplink.submit(payloads(2, "lucky"))
     # Not acknowledged does not mean absent: the client sends "unlucky" again, the bus dedupes.
     assert reopen_and_read(tmp_path) == [*payloads(2, "unlucky"), *payloads(2, "lucky")]
