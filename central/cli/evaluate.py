@@ -16,7 +16,8 @@ from rich.table import Table
 
 from central.cli.engine_options import engine_options, engine_settings
 from central.cli.errors import reported_errors
-from central.cli.options import data_options, public_key_option
+from central.cli.evaluate_logged import run_logged
+from central.cli.options import optional_data_options, public_key_option
 from central.cli.progress import progress_bars, stage_reporter
 from central.datasets import read_log
 from central.evaluation.baselines import Covisitation, ItemKNN, Popularity, SessionKNN
@@ -24,6 +25,8 @@ from central.evaluation.proxima import ProximaRecommender
 from central.evaluation.replay import ReplayResult, SessionRecommender
 from central.evaluation.replay import evaluate as replay
 from central.evaluation.split import Split, prepare
+from central.outcomes.logged import Reward
+from central.outcomes.ope import Estimator
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from central.training.engine import EngineSettings
 from central.training.lakefile import log_to_lake
@@ -60,7 +63,7 @@ class Report:
 
 
 @click.command()
-@data_options
+@optional_data_options
 @click.option(
     "--test-days",
     type=click.FloatRange(0, min_open=True),
@@ -76,21 +79,87 @@ class Report:
     "It must not have been trained on the test period.",
 )
 @public_key_option(required=False)
+@click.option(
+    "--logged",
+    "logged_lake",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Instead of a replay: estimate off-policy how --bundle would have done on the "
+    "answers logged in this event lake (clipped IPS, SNIPS, doubly robust).",
+)
+@click.option(
+    "--baseline-bundle",
+    "baseline_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --logged: compare against this bundle (the stable one) and apply the gate.",
+)
+@click.option(
+    "--reward",
+    type=click.Choice(["click", "purchase"]),
+    default="click",
+    show_default=True,
+    help="With --logged: what a shown item earns.",
+)
+@click.option(
+    "--gate-estimator",
+    type=click.Choice(["ips", "snips", "dr"]),
+    default="dr",
+    show_default=True,
+    help="With --logged and --baseline-bundle: the estimator the gate judges by.",
+)
+@click.option(
+    "--gate-margin",
+    type=click.FloatRange(0, 1e6),
+    default=0.0,
+    show_default=True,
+    help="With --logged: reward per answer the candidate may lose and still pass.",
+)
+@click.option(
+    "--clip",
+    type=click.FloatRange(1, 1e6),
+    default=20.0,
+    show_default=True,
+    help="With --logged: the largest importance weight (1 / propensity) used.",
+)
+@click.option(
+    "--logged-days", type=click.IntRange(1, 3650), help="With --logged: only the last N days."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @engine_options
 def evaluate(
-    data: Path,
-    fmt: str,
+    data: Path | None,
+    fmt: str | None,
     skip_bad_rows: bool,
     test_days: float,
     bundle_path: Path | None,
     public_key: Path | None,
+    logged_lake: Path | None,
+    baseline_path: Path | None,
+    reward: Reward,
+    gate_estimator: Estimator,
+    gate_margin: float,
+    clip: float,
+    logged_days: int | None,
     as_json: bool,
     seed: int,
     **engine: Any,
 ) -> None:
-    """Replay test sessions and report HR@20 / MRR@20 for baselines and Proxima."""
+    """Replay test sessions and report HR@20 / MRR@20 for baselines and Proxima; or, with
+    --logged, estimate a bundle off-policy on the answers edges logged."""
+    if logged_lake is not None:
+        if bundle_path is None or public_key is None:
+            raise click.UsageError("--logged needs --bundle and --public-key")
+        with reported_errors():
+            result = run_logged(
+                logged_lake, bundle_path, baseline_path, public_key, reward=reward,
+                estimator=gate_estimator, margin=gate_margin, clip=clip, days=logged_days,
+                as_json=as_json,
+            )  # fmt: skip
+        if result.passed is False:
+            raise SystemExit(1)
+        return
+    if data is None or fmt is None:
+        raise click.UsageError("--data and --format are required (or --logged LAKE)")
     with reported_errors():
         log, _ = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
         split = prepare(log, test_days=test_days)

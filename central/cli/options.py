@@ -23,6 +23,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def data_options(function: F) -> F:
+    return _data_options(function, required=True)
+
+
+def optional_data_options(function: F) -> F:
+    """``--data``/``--format`` for a command that can also read its events elsewhere."""
+    return _data_options(function, required=False)
+
+
+def _data_options(function: F, *, required: bool) -> F:
     function = click.option(
         "--skip-bad-rows",
         is_flag=True,
@@ -32,14 +41,14 @@ def data_options(function: F) -> F:
         "--format",
         "fmt",
         type=click.Choice(["diginetica", "csv"]),
-        required=True,
+        required=required,
         help="diginetica: session_id;user_id;item_id;timeframe;eventdate. csv: a "
         "header naming session_id (or user_id),item_id,timestamp.",
     )(function)
     function = click.option(
         "--data",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        required=True,
+        required=required,
         help="Event log to read.",
     )(function)
     return function

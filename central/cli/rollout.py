@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -23,6 +24,9 @@ from rich.table import Table
 from central.cli.errors import CommandError, reported_errors
 from central.cli.options import Duration, nats_connection, nats_option
 from central.cli.rollout_actor import actor_options, command_actor
+from central.outcomes.offpolicy import GateSettings
+from central.outcomes.ope import Estimator
+from central.rollout.offpolicy_gate import OffPolicyRequirement, check_offpolicy
 from central.rollout.operations import (
     RolloutRequest,
     abort,
@@ -109,6 +113,33 @@ def rollout() -> None:
 @click.option("--min-impressions", type=click.IntRange(0), default=200, show_default=True,
               help="Impressions per variant before CTR is judged.")  # fmt: skip
 @click.option("--shadow", is_flag=True, help="Score the canary unseen for one step first.")
+@click.option(
+    "--require-offpolicy",
+    "offpolicy_lake",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Start only if, on the logged answers of this event lake, the bundle is estimated "
+    "off-policy to be no worse than each region's stable bundle.",
+)
+@click.option(
+    "--offpolicy-estimator",
+    type=click.Choice(["ips", "snips", "dr"]),
+    default="dr",
+    show_default=True,
+    help="With --require-offpolicy: the estimator the gate judges by.",
+)
+@click.option(
+    "--offpolicy-margin",
+    type=click.FloatRange(0, 1e6),
+    default=0.0,
+    show_default=True,
+    help="With --require-offpolicy: reward per answer the bundle may lose.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="PROXIMA_PUBLIC_KEY",
+    help="With --require-offpolicy: the key bundles must verify against.",
+)
 @nats_option("")
 @actor_options
 def start(
@@ -123,9 +154,22 @@ def start(
     min_requests: int,
     min_impressions: int,
     shadow: bool,
+    offpolicy_lake: Path | None,
+    offpolicy_estimator: Estimator,
+    offpolicy_margin: float,
+    public_key: Path | None,
     nats_url: str,
 ) -> None:
     """Start rolling bundle VERSION out in each region, step by step."""
+    requirement = None
+    if offpolicy_lake is not None:
+        if public_key is None:
+            raise click.UsageError("--require-offpolicy needs --public-key (or PROXIMA_PUBLIC_KEY)")
+        requirement = OffPolicyRequirement(
+            offpolicy_lake,
+            public_key,
+            GateSettings(estimator=offpolicy_estimator, margin=offpolicy_margin),
+        )
     try:
         request = RolloutRequest(
             version=version,
@@ -144,7 +188,19 @@ def start(
         )
     except RolloutPlanError as exc:
         raise click.BadParameter(str(exc)) from exc
-    plans = _run(nats_url, lambda js, actor: start_rollout(js, request, actor))
+    async def gated_start(js: JetStreamContext, actor: Actor) -> list[RolloutPlan]:
+        if requirement is not None:
+            results = await check_offpolicy(js, version, request.regions, requirement)
+            for stable, result in results.items():
+                difference = result.difference[requirement.gate.estimator]
+                click.echo(
+                    f"off-policy gate passed against stable {stable}: "
+                    f"{requirement.gate.estimator} {difference.estimate:+.4f} per answer "
+                    f"[{difference.low:+.4f}, {difference.high:+.4f}], {result.answers} answers"
+                )
+        return await start_rollout(js, request, actor)
+
+    plans = _run(nats_url, gated_start)
     for plan in plans:
         first = "shadow" if plan.in_shadow else f"{plan.percent}%"
         click.echo(
