@@ -24,7 +24,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from central.cli.errors import CommandError, reported_errors
-from central.cli.options import nats_option
+from central.cli.options import nats_connection, nats_option
 from edge_node.rules import RuleSet
 from edge_node.rules.live import (
     ACTIVE_KEY,
@@ -34,6 +34,7 @@ from edge_node.rules.live import (
     doc_key,
 )
 from protocol.subjects import RULES_BUCKET
+from runtime.supervisor import describe_error, redact
 
 T = TypeVar("T")
 _CAS_ATTEMPTS = 10
@@ -158,11 +159,13 @@ async def _set_active(kv: KeyValue, version: str, *, keep_history: bool = False)
 def _run(nats_url: str, work: Callable[[KeyValue], Awaitable[T]], *, create: bool) -> T:
     async def main() -> T:
         try:
-            client = await nats.connect(
-                nats_url.split(","), connect_timeout=5, allow_reconnect=False
-            )
+            options = nats_connection(nats_url, name="proxima-rules-cli").connect_options()
+            options.update(connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1)
+            client = await nats.connect(**options)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            raise CommandError(f"cannot connect to NATS at {nats_url}: {exc!r}") from exc
+            raise CommandError(
+                f"cannot connect to NATS at {redact(nats_url)}: {describe_error(exc)}"
+            ) from exc
         try:
             js = client.jetstream()
             try:
