@@ -70,7 +70,8 @@ The whole tree, with each class's status and the module it lives in::
     │   ├── KafkaSettingsError        500  central.kafka_settings
     │   ├── KafkaTopicError           500  central.kafka_settings
     │   ├── RolloutPlanError          500  central.rollout.plan: a plan breaks a rule
-    │   │   └── PlanConflictError     500  central.rollout.store: the plan kept changing
+    │   │   ├── PlanConflictError     500  central.rollout.store: the plan kept changing
+    │   │   └── OffPolicyGateError    409  central.rollout.offpolicy_gate: candidate worse
     │   ├── OperatorError             400  central.rollout.operator: no operator identity
     │   ├── BridgeError               500  central.bridge
     │   │   ├── BridgeSettingsError   500
