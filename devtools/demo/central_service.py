@@ -84,6 +84,7 @@ class CentralProcess(ServerProcess):
             "--signing-key", str(inputs.signing_key),
             "--regions", ",".join(inputs.regions),
             "--state-dir", str(self.workdir / "state"),
+            "--lake", str(self.workdir / "lake"),
             "--min-events", str(inputs.min_events),
             "--retrain-events", str(inputs.retrain_events),
             "--metrics-port", str(self.metrics_port),

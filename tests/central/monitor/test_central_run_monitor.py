@@ -56,7 +56,7 @@ async def test_central_run_serves_monitor_answers_and_metrics(
         sys.executable, "-c", "from central.cli import main; main()", "central", "run",
         "--nats", bus.url, "--kafka", log.bootstrap, "--signing-key", str(private_key),
         "--no-idempotence", "--state-dir", str(tmp_path / "state"), "--partitions", "1",
-        "--metrics-port", str(port),
+        "--metrics-port", str(port), "--lake", str(tmp_path / "lake"),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
