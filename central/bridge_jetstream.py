@@ -90,10 +90,9 @@ async def ensure_stream(
     """The stream ``name``, created with file storage, the dedupe window and ``limits`` if
     absent. Only central calls this: edges bind to the stream and never make it.
 
-    An existing stream made with other limits is the operator's: the differences are logged,
-    and limits are raised to ``limits`` where that loses nothing (a larger ``max_bytes`` or
-    ``max_age``, a longer dedupe window); nothing is ever shrunk and replicas and storage are
-    left as they are."""
+    An existing stream made with other limits is the operator's: the differences are logged
+    and its limits, replicas and storage left as they are; only a dedupe window shorter than
+    the contract's is lengthened (that loses nothing and dedupe by event id depends on it)."""
     wanted = (limits or StreamLimits()).config(name, subjects)
     try:
         info = await js.stream_info(name)
@@ -122,19 +121,18 @@ async def _reconcile(js: JetStreamContext, info: StreamInfo, wanted: StreamConfi
     )
     raised = dataclasses.replace(have)
     changed = False
-    for field in ("max_bytes", "max_age", "duplicate_window"):
-        current, target = getattr(have, field), getattr(wanted, field)
-        if current is not None and current > 0 and target is not None and target > current:
-            setattr(raised, field, target)
-            changed = True
+    window = have.duplicate_window or 0.0
+    if window < DUPLICATE_WINDOW_S:
+        raised.duplicate_window = DUPLICATE_WINDOW_S
+        changed = True
     if not changed:
         return info
     try:
         updated: StreamInfo = await js.update_stream(raised)
     except BadRequestError as exc:
-        log.warning("stream %s: could not raise its limits: %s", have.name, exc)
+        log.warning("stream %s: could not lengthen its dedupe window: %s", have.name, exc)
         return info
-    log.info("stream %s: raised its limits to the bridge's settings", have.name)
+    log.info("stream %s: dedupe window lengthened to %gs", have.name, DUPLICATE_WINDOW_S)
     return updated
 
 

@@ -10,15 +10,16 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from central.bridge_jetstream import StreamLimits, ensure_stream
 from central.settings import BridgeSettings
-from devtools.localservers import NatsServer
-from protocol.subjects import EVENTS_STREAM, EVENTS_SUBJECTS
+from devtools.localservers import NatsServerFactory
+from protocol.subjects import DUPLICATE_WINDOW_S, EVENTS_STREAM, EVENTS_SUBJECTS
 
 LIMITS = StreamLimits(max_bytes=256 << 20, max_age_s=86_400.0, replicas=1, discard="new")
 
 
 async def test_a_missing_stream_is_made_with_the_limits_from_the_settings(
-    nats_server: NatsServer,
+    nats_server_factory: NatsServerFactory,
 ) -> None:
+    nats_server = nats_server_factory()  # without the stream the nats_server fixture has
     settings = BridgeSettings(
         stream_max_bytes=256 << 20, stream_max_age_s=86_400.0, stream_discard="new"
     )
@@ -37,32 +38,34 @@ async def test_a_missing_stream_is_made_with_the_limits_from_the_settings(
     assert (config.num_replicas, config.storage) == (1, StorageType.FILE)
 
 
-async def test_an_existing_stream_is_not_shrunk_and_its_differences_are_logged(
-    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+async def test_an_existing_stream_is_left_as_the_operator_made_it_its_differences_logged(
+    nats_server_factory: NatsServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    nats_server = nats_server_factory()
     client = await nats.connect(nats_server.url)
     js = client.jetstream()
     try:
         await js.add_stream(
             StreamConfig(
                 name=EVENTS_STREAM, subjects=[EVENTS_SUBJECTS], storage=StorageType.FILE,
-                max_bytes=64 << 20, max_age=3600.0, duplicate_window=120.0,
+                max_bytes=64 << 20, max_age=3600.0, duplicate_window=30.0,
             )
         )  # fmt: skip
         with caplog.at_level(logging.WARNING, "proxima.central.bridge"):
             await ensure_stream(js, EVENTS_STREAM, [EVENTS_SUBJECTS], LIMITS)
-        raised = (await js.stream_info(EVENTS_STREAM)).config
+        kept = (await js.stream_info(EVENTS_STREAM)).config
         assert "max_bytes is 67108864, settings say 268435456" in caplog.text
         assert "discard is old, settings say new" in caplog.text
-        assert (raised.max_bytes, raised.max_age) == (256 << 20, 86_400.0)  # raised: safe
-        assert raised.discard == DiscardPolicy.OLD  # left as the operator made it
+        assert (kept.max_bytes, kept.max_age) == (64 << 20, 3600.0)  # the operator's
+        assert kept.discard == DiscardPolicy.OLD
+        assert kept.duplicate_window == DUPLICATE_WINDOW_S  # lengthened: dedupe needs it
 
         caplog.clear()
         smaller = StreamLimits(max_bytes=1 << 20, max_age_s=60.0)
         with caplog.at_level(logging.WARNING, "proxima.central.bridge"):
             await ensure_stream(js, EVENTS_STREAM, [EVENTS_SUBJECTS], smaller)
         kept = (await js.stream_info(EVENTS_STREAM)).config
-        assert "max_bytes is 268435456, settings say 1048576" in caplog.text
-        assert (kept.max_bytes, kept.max_age) == (256 << 20, 86_400.0)  # never shrunk
+        assert "max_bytes is 67108864, settings say 1048576" in caplog.text
+        assert (kept.max_bytes, kept.max_age) == (64 << 20, 3600.0)  # never shrunk
     finally:
         await client.close()
