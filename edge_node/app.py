@@ -36,17 +36,9 @@ from edge_node.model_store import ModelStore
 from edge_node.observe import Observer
 from edge_node.ratelimit import TokenBuckets
 from edge_node.recommend import Recommender
-from edge_node.routes import (
-    assets,
-    events,
-    openapi,
-    recommendations,
-    similar,
-    status,
-    stream,
-    users,
-)
+from edge_node.routes import assets, events, openapi, recommendations, similar, status, stream
 from edge_node.routes.common import json_response
+from edge_node.routes.users import delete_user
 from edge_node.rules import RulesError, RuleSet
 from edge_node.services import edge_services
 from edge_node.sessions import SessionStore, redis_timeouts
@@ -64,7 +56,7 @@ ROUTES = (
     Route("/v1/events", events.post_events, methods=["POST"]),
     Route("/v1/recommendations", recommendations.get_recommendations, methods=["GET"]),
     Route("/v1/items/{item_id}/similar", similar.get_similar, methods=["GET"]),
-    Route("/v1/users/{user_id}", users.delete_user, methods=["DELETE"]),
+    Route("/v1/users/{user_id}", delete_user, methods=["DELETE"]),
     WebSocketRoute("/v1/stream", stream.stream),
     Route("/v1/model", status.model_info, methods=["GET"]),
     Route("/healthz", status.healthz, methods=["GET"]),

@@ -21,9 +21,11 @@ from tests.servers import NatsServer, NatsServerFactory
 from tests.support import eventually
 
 
-async def started_replica(url: str, **kwargs: int) -> tuple[BusSupervisor, CatalogReplica]:
+async def started_replica(
+    url: str, max_items: int = 1_000_000
+) -> tuple[BusSupervisor, CatalogReplica]:
     bus = BusSupervisor(NatsSettings.from_url(url, name="catalog-test-edge"))
-    replica = CatalogReplica(bus, retry_initial_s=0.05, retry_max_s=0.2, **kwargs)
+    replica = CatalogReplica(bus, max_items=max_items, retry_initial_s=0.05, retry_max_s=0.2)
     await replica.start()
     await bus.start()
     return bus, replica
@@ -122,7 +124,7 @@ async def answer(http: httpx.AsyncClient, edge: EdgeServer, session: str) -> dic
 
 
 def ids(body: dict[str, object]) -> list[str]:
-    return [entry["item_id"] for entry in body["items"]]  # type: ignore[attr-defined,index]
+    return [entry["item_id"] for entry in body["items"]]  # type: ignore[attr-defined]
 
 
 async def test_an_unavailable_item_leaves_the_edges_answers_live(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -108,7 +109,7 @@ async def test_a_body_over_the_limit_is_413_unread(catalog: Catalog) -> None:
     )
     assert (response.status_code, response.json()["error"]["code"]) == (413, "body_too_large")
 
-    async def chunks():  # no content-length: the stream is cut at the limit
+    async def chunks() -> AsyncIterator[bytes]:  # no content-length: the stream is cut at the limit
         for _ in range(300):
             yield b" " * 8192
 
