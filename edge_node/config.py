@@ -260,7 +260,10 @@ class EdgeSettings(NatsClientSettings):  # the nats_* credentials and TLS fields
         1.0, min=0, max=1, help="Share of requests a shadow canary is scored on."
     )
     catalog_max_items: int = setting(
-        1_000_000, min=1, help="Catalog items whose details the edge holds (with --nats)."
+        1_000_000,
+        min=1,
+        max=100_000_000,
+        help="Catalog items whose details the edge holds (with --nats).",
     )
     explore_every: int = setting(
         20,
@@ -294,7 +297,11 @@ class EdgeSettings(NatsClientSettings):  # the nats_* credentials and TLS fields
         50, min=1, max=1000, help="Recent items kept per returning user (in Redis)."
     )
     user_history_ttl_s: float = setting(
-        30 * 86_400.0, min=60, duration=True, help="How long a user's recent items are kept."
+        30 * 86_400.0,
+        min=60,
+        max=366 * 86_400.0,
+        duration=True,
+        help="How long a user's recent items are kept.",
     )
 
     def __post_init__(self) -> None:
