@@ -205,3 +205,14 @@ def test_int8_is_served_only_within_two_percent_of_fp32(
 def test_without_an_int8_model_fp32_is_served() -> None:
     precision, note = _choose_precision({}, "nothing to quantize", has_int8=False)
     assert (precision, note) == ("fp32", "nothing to quantize")
+
+
+def test_the_objective_is_the_one_that_ranks_the_validation_sessions_better(
+    trained: Trained,
+) -> None:
+    training = trained.bundle.manifest.training
+    mrr = training["objective_validation_mrr"]
+    assert set(mrr) == {"pointwise", "listwise"}
+    better = "listwise" if mrr["listwise"] > mrr["pointwise"] else "pointwise"
+    assert training["objective"] == better
+    assert training["listwise_loss_after"] <= training["listwise_loss_before"]
