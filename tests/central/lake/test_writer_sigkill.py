@@ -63,7 +63,7 @@ async def test_sigkilled_writer_leaves_no_gap_and_no_duplicate(
         for start in range(0, EVENTS, BATCH):
             await produce(kafka_bootstrap, topic, values[start : start + BATCH],
                           keys[start : start + BATCH])  # fmt: skip
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.6)
 
     feeding = asyncio.create_task(feed())
     kills = 0
