@@ -7,17 +7,22 @@ place of the segment's descriptor fails with EINVAL, as it would with EIO on a d
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edge_node.uplink import Uplink, UplinkConfig, UplinkUnavailableError
 from edge_node.uplink.errors import SpoolIOError
 from edge_node.uplink.spool import Spool
+from tests.edge_node.conftest import EdgeFactory
+from tests.edge_node.test_events_route import JSON, view
+from tests.edge_node.test_status_routes import samples
 from tests.support import eventually
 
 EVENT = b"e" * 1000
@@ -99,3 +104,45 @@ def test_a_failed_fsync_makes_the_segment_suspect_until_a_fresh_one_is_synced(
         spool.append([b"after"])
         spool.fsync()
         assert spool.last_seq == 4
+
+
+async def test_an_edge_on_a_full_disk_answers_503_is_not_ready_and_exports_it(
+    tiny_disk: Path, edge_factory: EdgeFactory
+) -> None:
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"\0" * (64 << 10))
+    edge = edge_factory(
+        spool_dir=tiny_disk / "spool",
+        spool_fsync="interval",
+        session_rate=1_000_000,
+        session_burst=1_000_000,
+        ip_rate=1_000_000,
+        ip_burst=1_000_000,
+    )
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.get(f"{edge.url}/readyz")).status_code == 200
+        for n in range(2_000):
+            batch = [view(f"disk-{n}", query="q" * 200) for _ in range(20)]
+            answer = await client.post(
+                f"{edge.url}/v1/events", content=json.dumps(batch), headers=JSON
+            )
+            if answer.status_code != 202:
+                break
+        assert answer.status_code == 503, answer.text
+        assert str(tiny_disk) not in answer.text  # the path is in the log, not the answer
+        ready = await client.get(f"{edge.url}/readyz")
+        assert ready.status_code == 503 and "disk" in ready.text
+        metrics = (await client.get(f"{edge.url}/metrics")).text
+        assert samples(metrics, "proxima_edge_spool_fault") == [({}, 1.0)]
+        assert samples(metrics, "proxima_edge_spool_io_errors")[0][1] >= 1
+
+        filler.unlink()
+
+        async def ready_again() -> bool:
+            return (await client.get(f"{edge.url}/readyz")).status_code == 200
+
+        await eventually(ready_again, "the edge is ready again after a full fsync")
+        answer = await client.post(
+            f"{edge.url}/v1/events", content=json.dumps([view("disk-after")]), headers=JSON
+        )
+        assert answer.status_code == 202, answer.text
