@@ -146,17 +146,17 @@ def _train_on_file(
 ) -> TrainResult:
     if config.engine.engine == "memory":
         log, stats = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
-        _say_skipped(stats.rows_skipped)
+        _say_skipped(stats.rows_skipped, stats.rows_read)
         return train_bundle(
             log, config.trainer, version=version, private_key_pem=key_pem, progress=report
         )
     with tempfile.TemporaryDirectory(prefix="proxima-lake-", dir=config.engine.temp_dir) as root:
-        _say_skipped(import_into_lake(data, fmt, root, skip_bad_rows=skip_bad_rows))
+        _say_skipped(*import_into_lake(data, fmt, root, skip_bad_rows=skip_bad_rows))
         return train_from_lake(
             root, config, version=version, private_key_pem=key_pem, progress=report
         )
 
 
-def _say_skipped(rows: int) -> None:
-    if rows:
-        click.echo(f"skipped {rows} malformed rows", err=True)
+def _say_skipped(skipped: int, read: int) -> None:
+    if skipped:
+        click.echo(f"skipped {skipped} malformed rows of {read}", err=True)

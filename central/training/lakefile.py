@@ -28,8 +28,10 @@ DAY_MS: Final = 86_400_000
 FILE_NAME: Final = "log-00000.parquet"
 
 
-def import_into_lake(data: Path, fmt: str, root: Path | str, *, skip_bad_rows: bool) -> int:
-    """Writes the log file ``data`` into the lake ``root``; returns the rows skipped.
+def import_into_lake(
+    data: Path, fmt: str, root: Path | str, *, skip_bad_rows: bool
+) -> tuple[int, int]:
+    """Writes the log file ``data`` into the lake ``root``; returns rows skipped and read.
 
     Through :func:`central.lake.importer.import_log` (chunk by chunk, bounded memory) where
     it is installed; otherwise the log is read whole and written by :func:`log_to_lake`.
@@ -39,9 +41,9 @@ def import_into_lake(data: Path, fmt: str, root: Path | str, *, skip_bad_rows: b
     except ImportError:
         log, stats = read_log(data, fmt, skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
         log_to_lake(log, root)
-        return stats.rows_skipped
+        return stats.rows_skipped, stats.rows_read
     result = import_log(data, fmt, Path(root), skip_bad_rows=skip_bad_rows)  # type: ignore[arg-type]
-    return int(result.rows_skipped)
+    return int(result.rows_skipped), int(result.rows_skipped + result.events)
 
 
 def event_id_of(key: int) -> str:
