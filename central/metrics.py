@@ -81,6 +81,6 @@ def central_registry(
                                (lake, LAKE_FIGURES)):  # fmt: skip
         if status_of is not None:
             roles.append((status_of, figures))
-    registry = CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry()  # collected at scrape time only: the roles may not exist yet
     registry.register(CentralCollector(roles))
     return registry

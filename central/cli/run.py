@@ -37,11 +37,13 @@ from central.lake.writer import LakeWriter
 from central.metrics import central_registry
 from central.monitor import LatencyMonitor, MonitorSettings
 from central.monitor.http import MetricsServer
+from central.outcomes.offpolicy import GateSettings
 from central.outcomes.service import OutcomesCollector, OutcomesService, OutcomesSettings
 from central.rollout.operations import bundle_release
 from central.rollout.service import RolloutService
 from central.settings import LakeWriterSettings
 from central.trainer.pipeline import TrainerConfig
+from central.trainer.retrain import OffPolicyCheck
 from central.trainer.service import TrainerService, TrainerServiceConfig
 from protocol.keys import load_private_key
 from protocol.subjects import KAFKA_EVENTS_TOPIC, check_token
@@ -72,6 +74,19 @@ TRAINER_SHUTDOWN_SHARE = 0.5
     help="Write every event into the Parquet event lake at this directory.",
 )
 @click.option("--no-lake", is_flag=True, help="Run without the lake writer.")
+@click.option(
+    "--offpolicy-gate",
+    is_flag=True,
+    help="Publish a retrained bundle only if, on the answers logged in the lake, it is "
+    "estimated off-policy (doubly robust) to be no worse than the stable bundle.",
+)
+@click.option(
+    "--offpolicy-margin",
+    type=click.FloatRange(0, 1e6),
+    default=0.0,
+    show_default=True,
+    help="With --offpolicy-gate: reward per answer a candidate may lose.",
+)
 @click.option("--partitions", type=click.IntRange(1, 10_000), default=6, show_default=True)
 @click.option("--retrain-events", type=click.IntRange(1), default=50_000, show_default=True)
 @click.option("--retrain-interval", type=click.FloatRange(1), default=3600.0, show_default=True)
@@ -105,6 +120,8 @@ def run(
     no_idempotence: bool,
     lake_dir: Path,
     no_lake: bool,
+    offpolicy_gate: bool,
+    offpolicy_margin: float,
     partitions: int,
     retrain_events: int,
     retrain_interval: float,
@@ -119,6 +136,8 @@ def run(
     controller together until stopped."""
     if signing_key is None:
         raise CommandError("no signing key: pass --signing-key PATH or set PROXIMA_SIGNING_KEY")
+    if offpolicy_gate and no_lake:
+        raise click.UsageError("--offpolicy-gate reads the lake: it does not go with --no-lake")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     with reported_errors():
         key_pem = signing_key.read_bytes()
@@ -169,6 +188,11 @@ def run(
                 retrain_interval_s=retrain_interval,
                 min_events=min_events,
                 trainer=TrainerConfig(),
+                offpolicy=(
+                    OffPolicyCheck(lake_dir, GateSettings(margin=offpolicy_margin))
+                    if offpolicy_gate
+                    else None
+                ),
             )
         )
         controller = RolloutService(

@@ -19,16 +19,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from central.errors import CentralError
 from central.eventlog import EventLog
+from central.lake.layout import open_lake
+from central.outcomes.logged import read_logged
+from central.outcomes.offpolicy import GateSettings, evaluate_models
 from central.trainer.eventstore import trainer_log
 from central.trainer.gate import GateResult, compare_with_stable
 from central.trainer.pipeline import TrainerConfig, train_bundle
 from protocol.bundle import read_bundle
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, ProximaError
 from protocol.keys import load_private_key
 from protocol.serving import ServingModel
 from runtime.registry import ModelRegistry, RegistryError
@@ -48,6 +52,37 @@ class RetrainSettings:
     max_hr_loss: float
     keep_bundles: int
     on_published: OnPublished | None = None  # None: publish only
+    offpolicy: OffPolicyCheck | None = None  # also require the logged answers' verdict
+
+
+@dataclass(frozen=True, slots=True)
+class OffPolicyCheck:
+    """Publish only if, on the lake's logged answers, the candidate is estimated no worse
+    than the stable bundle (:mod:`central.outcomes.offpolicy`)."""
+
+    lake_dir: Path
+    gate: GateSettings = field(default_factory=GateSettings)
+    days: int = 14
+
+
+def offpolicy_verdict(
+    gate: GateResult, check: OffPolicyCheck, candidate: ServingModel, stable: ServingModel
+) -> GateResult:
+    """``gate`` refused unless the off-policy estimate passes too (names the figures)."""
+    try:
+        layout = open_lake(check.lake_dir)
+        log_ = read_logged(layout.data_files(layout.days()[-check.days :]))
+        result = evaluate_models(log_, candidate, stable, check.gate)
+    except ProximaError as exc:
+        return replace(gate, passed=False, reason=f"off-policy gate not judged: {exc.message}")
+    difference = result.difference[check.gate.estimator]
+    figures = (
+        f"off-policy {check.gate.estimator} {difference.estimate:+.4f} per answer "
+        f"[{difference.low:+.4f}, {difference.high:+.4f}] over {result.answers} logged answers"
+    )
+    if not result.passed:
+        return replace(gate, passed=False, reason=f"{figures}: worse than stable {stable.version}")
+    return replace(gate, reason=f"{gate.reason}; {figures}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +144,10 @@ async def retrain(
         stable,
         max_hr_loss=settings.max_hr_loss,
     )
+    if gate.passed and stable is not None and settings.offpolicy is not None:
+        gate = await asyncio.to_thread(
+            offpolicy_verdict, gate, settings.offpolicy, ServingModel.from_bundle(candidate), stable
+        )
     gated = time.perf_counter()
     promoted: tuple[str, ...] = ()
     if gate.passed:

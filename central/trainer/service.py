@@ -43,7 +43,13 @@ from central.kafka_settings import KafkaSettings
 from central.trainer.eventstore import EventStore, StoreLimits
 from central.trainer.gate import MAX_HR_LOSS
 from central.trainer.pipeline import TrainerConfig
-from central.trainer.retrain import OnPublished, RetrainReport, RetrainSettings, retrain
+from central.trainer.retrain import (
+    OffPolicyCheck,
+    OnPublished,
+    RetrainReport,
+    RetrainSettings,
+    retrain,
+)
 from protocol.codec import decode_msgpack_event
 from protocol.errors import EventError
 from protocol.events import Event
@@ -83,6 +89,7 @@ class TrainerServiceConfig:
     poll_timeout_s: float = 0.5
     flush_interval_s: float = 1.0
     nats_timeout_s: float = 30.0  # for NATS to answer at start, and before publishing
+    offpolicy: OffPolicyCheck | None = None  # require the logged answers' verdict too
 
 
 @dataclass(slots=True)
@@ -134,6 +141,7 @@ class TrainerService:
             max_hr_loss=config.max_hr_loss,
             keep_bundles=config.keep_bundles,
             on_published=config.on_published,
+            offpolicy=config.offpolicy,
         )
         self._state_path = config.state_dir / STATE_FILE
         self._state = _TrainingState()
