@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from edge_node import discovery
+from edge_node.answer_log import AnswerLog
+from edge_node.answer_policy import AnswerPolicy, holdout_request_id
 from edge_node.catalog import CatalogReplica, ItemFields
 from edge_node.errors import NotReady
 from edge_node.feedback import FeedbackIds
@@ -25,6 +27,7 @@ from edge_node.rules import Catalog, RuleRequest, RuleSet
 from edge_node.sessions import SessionStore
 from edge_node.telemetry import TelemetryRecorder
 from edge_node.users import UserHistory
+from protocol.answers import ServedAnswer
 from protocol.rollout import Variant
 from protocol.serving import ServingModel
 from protocol.tables import CandidateTables
@@ -96,6 +99,8 @@ class Recommender:
         self.explore_every = 0  # one slot in this many may go to a new item (0: none)
         self.feedback = feedback or FeedbackIds.per_process()
         self._random = random.Random()
+        self.policy = AnswerPolicy()  # holdout share and exploration
+        self.answer_log: AnswerLog | None = None  # served records into the uplink
 
     @property
     def telemetry(self) -> TelemetryRecorder:
@@ -125,8 +130,11 @@ class Recommender:
         rules = self.rules
         catalog = self.catalog
         depth = max(query.k, 100) if rules is not None or catalog is not None else query.k
+        policy = self.policy
+        depth = max(depth, policy.depth(query.k))
+        holdout = policy.in_holdout(query.session_id)
         try:
-            ranking = model.rank(window, depth, now_ms)
+            ranking = model.popular(depth) if holdout else model.rank(window, depth, now_ms)
         except Exception:
             observer.failed(variant, model.version)
             stable = self.models.current
@@ -144,7 +152,8 @@ class Recommender:
         item_ids = model.tables.item_ids
         names = [item_ids[i] for i in ranking.items.tolist()]
         scores = np.round(ranking.scores.astype(np.float64), 6).tolist()
-        self._maybe_shadow(window, names[: query.k], query.k, now_ms)
+        if not holdout:
+            self._maybe_shadow(window, names[: query.k], query.k, now_ms)
         fired: list[str] = []
         offers: list[dict[str, Any]] = []
         if rules is not None:
@@ -165,22 +174,52 @@ class Recommender:
         reasons: dict[str, str] = {}
         if catalog is not None:  # the one place hidden items leave every answer
             names, scores, reasons = discovery.finish(
-                catalog, window, names, scores, query.k,
+                catalog, window, names, scores, policy.depth(query.k),
                 known=model.tables.item_index.__contains__,
                 explore=discovery.exploration_slots(query.k, self.explore_every, self._random),
             )  # fmt: skip
+        chosen = policy.choose(names, query.k)
+        score_of = dict(zip(names, scores, strict=False))
         done = clock()
         observer.stage("rules", done - ruled)
         observer.answered(variant, model.version, done - started, cold=ranking.cold, fired=fired)
+        request_id = (
+            holdout_request_id()
+            if holdout
+            else self.next_request_id(query.session_id, variant, model.version)
+        )
+        served_variant = "holdout" if holdout else variant
+        if self.answer_log is not None and chosen.items:
+            self.answer_log.record(
+                ServedAnswer(
+                    request_id=request_id,
+                    session_id=query.session_id,
+                    ts=now_ms,
+                    items=chosen.items,
+                    propensities=chosen.propensities,
+                    variant=served_variant,
+                    bundle=0 if holdout else model.version,
+                    policy=policy.name,
+                )
+            )
         return {
-            "request_id": self.next_request_id(query.session_id, variant, model.version),
+            "request_id": request_id,
             "session_id": query.session_id,
             "model_version": model.version,
-            "variant": variant,
+            "variant": served_variant,
             "precision": model.precision,
+            "policy": policy.name,
             "items": [
-                {"item_id": name, "score": score, **_reason(reasons, name)}
-                for name, score in zip(names[: query.k], scores[: query.k], strict=False)
+                {
+                    "item_id": name,
+                    "score": score_of[name],
+                    "position": position,
+                    "propensity": propensity,
+                    **_reason(reasons, name),
+                }
+                for position, (name, propensity) in enumerate(
+                    zip(chosen.items, chosen.propensities, strict=True)
+                )
             ],
             "rules": fired,
             "offers": offers,

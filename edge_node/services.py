@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from edge_node.answer_log import AnswerLog, AnswerLogCollector
+from edge_node.answer_policy import AnswerPolicy
 from edge_node.bundle_cache import BundleCache
 from edge_node.catalog import CatalogCollector, CatalogReplica, overlay, overlay_all
 from edge_node.config import EdgeSettings
@@ -28,6 +30,7 @@ from edge_node.telemetry import TelemetryPublisher
 from edge_node.uplink.publisher import EventPublisher
 from edge_node.users import ErasureFollower, UserHistory
 from protocol.catalog import Item
+from protocol.exploration import ExplorationPolicy
 from protocol.serving import ServingModel
 from runtime.service import Service
 from runtime.supervisor import BusSupervisor
@@ -44,12 +47,32 @@ class Entry:
     share: float = 1.0  # of the shutdown time left at its turn to close
 
 
+def _answer_services(settings: EdgeSettings, state: EdgeState) -> list[Entry]:
+    """The holdout and exploration policy, and the log of served answers."""
+    recommender = state.recommender
+    recommender.policy = AnswerPolicy(
+        settings.holdout_percent,
+        ExplorationPolicy(settings.explore_rate, settings.explore_slots, settings.explore_pool),
+    )
+    if not settings.log_answers:
+        return []
+    answers = recommender.answer_log = AnswerLog(
+        state.uplink,
+        region=settings.region,
+        node=settings.node,
+        max_pending=settings.answer_log_max_pending,
+    )
+    state.metrics.registry.register(AnswerLogCollector(answers))
+    return [Entry(answers)]
+
+
 def edge_services(
     settings: EdgeSettings, state: EdgeState, *, on_swap: Callable[[ServingModel], None]
 ) -> list[Entry]:
     """The edge's services in start order; with NATS settings, also sets the bus parts of
     ``state`` (``bus``, ``model_sync``, ``publisher``, ``telemetry_publisher``)."""
     services = [Entry(state.uplink), Entry(state.sessions)]
+    services.extend(_answer_services(settings, state))
     users = state.users = state.recommender.users = UserHistory(
         state.sessions,
         state.sessions.redis,

@@ -328,8 +328,17 @@ SCHEMA: dict[str, Any] = {
                     },
                     "session_id": {"type": "string"},
                     "model_version": {"type": "integer"},
-                    "variant": {"type": "string", "enum": ["stable", "canary"]},
+                    "variant": {
+                        "type": "string",
+                        "enum": ["stable", "canary", "holdout"],
+                        "description": "holdout: the non-personalised share lift is "
+                        "measured against (popularity, rules and catalog applied).",
+                    },
                     "precision": {"type": "string"},
+                    "policy": {
+                        "type": "string",
+                        "description": "The exploration policy of this answer (none: off).",
+                    },
                     "items": {
                         "type": "array",
                         "items": {
@@ -337,6 +346,12 @@ SCHEMA: dict[str, Any] = {
                             "properties": {
                                 "item_id": {"type": "string"},
                                 "score": {"type": "number"},
+                                "position": {"type": "integer", "minimum": 0},
+                                "propensity": {
+                                    "type": "number",
+                                    "description": "The probability this item had of being "
+                                    "shown in this answer under the exploration policy.",
+                                },
                             },
                         },
                     },

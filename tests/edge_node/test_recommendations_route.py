@@ -119,10 +119,13 @@ async def test_the_answer_has_the_documented_shape(
     assert answer["model_version"] == edge.app.state.edge.models.current.version
     assert answer["precision"] == edge.app.state.edge.models.current.precision
     assert 0 < len(answer["items"]) <= 5
-    for item in answer["items"]:
-        assert set(item) == {"item_id", "score"}
+    assert answer["policy"] == "none"
+    for position, item in enumerate(answer["items"]):
+        assert set(item) == {"item_id", "score", "position", "propensity"}
         assert isinstance(item["item_id"], str)
         assert isinstance(item["score"], int | float)
+        assert item["position"] == position
+        assert item["propensity"] == 1.0  # no exploration
     assert len(set(item_ids(answer))) == len(answer["items"])
     assert answer["rules"] == []
     assert answer["offers"] == []
