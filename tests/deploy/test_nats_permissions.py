@@ -21,6 +21,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamInfo
 
+from central.rollout.evidence import evidence_kv
+from central.rollout.store import AUDIT_STREAM, ensure_audit_stream, plans_kv
 from protocol.subjects import EVENTS_STREAM, MSG_ID_HEADER
 from runtime.registry import ModelRegistry
 from tests.deploy.nats_topology import Credentials, RegionBus
@@ -221,6 +223,23 @@ async def test_central_roles_are_refused_what_is_not_theirs(
     await controller.nc.subscribe("events.>")
     await controller.nc.flush()
     await eventually(lambda: controller.violations("subscription"), "events refused")
+
+
+async def test_the_controller_may_do_its_own_work(
+    region_bus: RegionBus, connect: ClientFactory, admin: NatsClient
+) -> None:
+    admin_js = admin.jetstream()
+    await plans_kv(admin_js)  # made by the operator's first `rollout start`
+    await ensure_audit_stream(admin_js)
+    controller = await connect(region_bus.central_urls, region_bus.role_users["controller"])
+    js = controller.nc.jetstream()
+    plans = await js.key_value("proxima-rollout-plans")
+    await plans.put("eu", b"{}")
+    evidence = await evidence_kv(js)  # its own bucket, made on first use
+    await evidence.put("eu", b"{}")
+    ack = await js.publish("rollout.audit.eu", b"{}")
+    assert ack.stream == AUDIT_STREAM
+    assert not controller.violations(""), controller.errors
 
 
 async def test_the_leaf_reaches_central_over_tls(region_bus: RegionBus) -> None:
