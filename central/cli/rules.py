@@ -25,6 +25,7 @@ from nats.js.kv import KeyValue
 
 from central.cli.errors import CommandError, reported_errors
 from central.cli.options import nats_connection, nats_option
+from central.rollout.operator import Operator, operator_of
 from edge_node.rules import RuleSet
 from edge_node.rules.live import (
     ACTIVE_KEY,
@@ -45,10 +46,17 @@ def rules() -> None:
     """Push rules documents to the edges, see which is active, roll back."""
 
 
+_OPERATOR = click.option(
+    "--operator",
+    help="Who you are, when the NATS credential names no user (recorded as a claim).",
+)
+
+
 @rules.command()
 @nats_option("")
+@_OPERATOR
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def push(nats_url: str, path: Path) -> None:
+def push(nats_url: str, operator: str | None, path: Path) -> None:
     """Validate a rules document (JSON or YAML) as the edges do, upload it, make it active."""
     with reported_errors():
         data = path.read_bytes()
@@ -66,7 +74,7 @@ def push(nats_url: str, path: Path) -> None:
                     f"rules version {parsed.version} was pushed before with other content; "
                     "give the document a new version [version_taken]"
                 )
-        return await _set_active(kv, parsed.version)
+        return await _set_active(kv, parsed.version, by=_operator(nats_url, operator))
 
     active = _run(nats_url, work, create=True)
     click.echo(f"rules {active.version} pushed and active ({len(parsed.document.rules)} rules)")
@@ -88,14 +96,16 @@ def status(nats_url: str, as_json: bool) -> None:
     if active is None:
         click.echo("no rules pushed yet")
         return
-    click.echo(f"active: {active.version}  (since {active.updated_at} ms)")
+    who = f", by {active.by} ({active.by_via})" if active.by else ""
+    click.echo(f"active: {active.version}  (since {active.updated_at} ms{who})")
     click.echo(f"history: {', '.join(active.history)}")
 
 
 @rules.command()
 @nats_option("")
+@_OPERATOR
 @click.option("--to", "target", help="The pushed version to make active (default: the previous).")
-def rollback(nats_url: str, target: str | None) -> None:
+def rollback(nats_url: str, operator: str | None, target: str | None) -> None:
     """Make the previous pushed rules version (or --to V) active again."""
 
     async def work(kv: KeyValue) -> ActiveRules:
@@ -120,7 +130,9 @@ def rollback(nats_url: str, target: str | None) -> None:
             raise CommandError(f"rules {version} were never pushed [unknown_version]") from exc
         with reported_errors():
             RuleSet.parse(entry.value or b"")
-        return await _set_active(kv, version, keep_history=True)
+        return await _set_active(
+            kv, version, keep_history=True, by=_operator(nats_url, operator)
+        )
 
     active = _run(nats_url, work, create=False)
     click.echo(f"rules {active.version} active again")
@@ -134,7 +146,14 @@ async def _active(kv: KeyValue) -> ActiveRules | None:
     return None if entry.value is None else ActiveRules.decode(entry.value)
 
 
-async def _set_active(kv: KeyValue, version: str, *, keep_history: bool = False) -> ActiveRules:
+def _operator(nats_url: str, claimed: str | None) -> Operator:
+    with reported_errors():
+        return operator_of(nats_connection(nats_url, name="proxima-rules-cli"), claimed=claimed)
+
+
+async def _set_active(
+    kv: KeyValue, version: str, *, keep_history: bool = False, by: Operator | None = None
+) -> ActiveRules:
     for _ in range(_CAS_ATTEMPTS):
         try:
             entry = await kv.get(ACTIVE_KEY)
@@ -144,7 +163,13 @@ async def _set_active(kv: KeyValue, version: str, *, keep_history: bool = False)
         history = list(previous.history) if previous else []
         if not keep_history:
             history = [v for v in history if v != version] + [version]
-        active = ActiveRules(version, tuple(history[-MAX_HISTORY:]), int(time.time() * 1000))
+        active = ActiveRules(
+            version,
+            tuple(history[-MAX_HISTORY:]),
+            int(time.time() * 1000),
+            by.name if by is not None else None,
+            by.via if by is not None else None,
+        )
         try:
             if entry is None:
                 await kv.create(ACTIVE_KEY, active.encode())

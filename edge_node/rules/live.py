@@ -62,13 +62,18 @@ class ActiveRules:
     version: str
     history: tuple[str, ...] = field(default=())
     updated_at: int = 0
+    by: str | None = None  # the operator who pushed or rolled back, as the credential says
+    by_via: str | None = None  # how that name was known (nats-user, nats-creds, flag, os-user)
 
     def encode(self) -> bytes:
-        body = {
+        body: dict[str, object] = {
             "version": self.version,
             "history": list(self.history),
             "updated_at": self.updated_at,
         }
+        if self.by is not None:
+            body["by"] = self.by
+            body["by_via"] = self.by_via
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -78,7 +83,10 @@ class ActiveRules:
             version, history = raw["version"], raw.get("history", [])
             if not isinstance(version, str) or not all(isinstance(v, str) for v in history):
                 raise TypeError("versions must be strings")
-            return cls(version, tuple(history), int(raw.get("updated_at", 0)))
+            by, by_via = raw.get("by"), raw.get("by_via")
+            if not all(v is None or isinstance(v, str) for v in (by, by_via)):
+                raise TypeError("by and by_via must be strings")
+            return cls(version, tuple(history), int(raw.get("updated_at", 0)), by, by_via)
         except (ValueError, KeyError, TypeError) as exc:
             raise RulesError(
                 f"the active rules pointer is malformed: {exc}", code="bad_pointer"

@@ -4,6 +4,7 @@ rules reading the catalog's item fields (stock, attributes)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -80,8 +81,14 @@ async def test_push_swaps_rules_in_and_rollback_goes_back(
     assert code == 0 and "active: r2" in out and "history: r1, r2" in out
     assert (await cli("rollback", "--nats", nats_server.url))[0] == 0
     await eventually(lambda: serves(http, edge, "r1"), "rules r1 again after the rollback")
-    assert (await cli("rollback", "--nats", nats_server.url, "--to", "r2"))[0] == 0
+    rolled = await cli("rollback", "--nats", nats_server.url, "--to", "r2", "--operator", "ana")
+    assert rolled[0] == 0, rolled[1]
     await eventually(lambda: serves(http, edge, "r2"), "rules r2 again")
+    code, out = await cli("status", "--nats", nats_server.url, "--json")
+    pointer = json.loads(out)
+    assert (pointer["by"], pointer["by_via"]) == ("ana", "flag")  # who rolled back, as claimed
+    code, out = await cli("status", "--nats", nats_server.url)
+    assert "by ana (flag)" in out
 
 
 async def test_a_bad_document_is_refused_before_upload_and_kept_out_at_the_edge(
