@@ -234,9 +234,14 @@ class UserHistory:
             connection = await self.bus.wait_connected(_BUS_WAIT_S)
             js = connection.jetstream()
             try:
-                kv = await js.key_value(ERASURES_BUCKET)
-            except BucketNotFoundError:
-                kv = await js.create_key_value(bucket=ERASURES_BUCKET, history=1)
+                kv = await js.key_value(ERASURES_BUCKET)  # central makes it; edges only write
+            except BucketNotFoundError as exc:
+                raise Overloaded(
+                    "erasures cannot be recorded yet: central has not created the erasures "
+                    "bucket (proxima central run makes it); nothing was erased",
+                    code="erasure_unavailable",
+                    retry_after_s=5,
+                ) from exc
             await kv.put(erasure_key(user_id), json.dumps(record).encode())
         except (TimeoutError, nats.errors.Error) as exc:
             raise Overloaded(

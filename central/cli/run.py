@@ -33,6 +33,7 @@ from central.cli.options import (
 )
 from central.cli.serving import Served, serve
 from central.kafka_settings import KafkaSettings
+from central.lake.erasure import LakeEraser
 from central.lake.writer import LakeWriter
 from central.metrics import central_registry
 from central.monitor import LatencyMonitor, MonitorSettings
@@ -227,6 +228,8 @@ def run(
             watched.append(lake_writer.wait_stopped)
         if outcomes is not None:  # attribution of the lake, for /metrics and the dashboard
             services.append(outcomes)
+            # Users erased at the edges leave the lake, so the next training never sees them.
+            services.append(LakeEraser(nats_connection(nats_url, name="proxima-eraser"), lake_dir))
         # A training under way may take half of the shutdown time; the bridge then drains.
         services += [(trainer, TRAINER_SHUTDOWN_SHARE), controller]
 

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from nats.js.client import JetStreamContext
 
 from central.catalog.store import CatalogStore
+from central.lake.erasure import erasures_kv
 from edge_node.users import USER_PREFIX, erasure_key
 from protocol.catalog import Item
 from protocol.events import Event
@@ -171,6 +172,16 @@ async def test_a_returning_user_brings_earlier_items_and_can_be_erased(
 
         refused = await http.delete(f"{edge.url}/v1/users/u-42")
         assert (refused.status_code, refused.json()["error"]["code"]) == (401, "bad_api_key")
+        early = await http.delete(
+            f"{edge.url}/v1/users/u-42", headers={"x-proxima-key": SERVER_KEY}
+        )
+        assert (early.status_code, early.json()["error"]["code"]) == (503, "erasure_unavailable")
+        assert users.user_of("new-session") == "u-42"  # refused: nothing was erased
+        central = await nats.connect(nats_server.url)
+        try:
+            await erasures_kv(central.jetstream())  # central makes the bucket, edges write
+        finally:
+            await central.close()
         wrong = await http.delete(f"{edge.url}/v1/users/u-42", headers={"x-proxima-key": "no"})
         assert wrong.status_code == 401
         erased = await http.delete(
@@ -207,7 +218,7 @@ async def test_an_erasure_recorded_elsewhere_is_applied_here(
     try:
         assert await redis.exists(USER_PREFIX + "u-far") == 1
         js = client.jetstream()
-        kv = await js.create_key_value(bucket=ERASURES_BUCKET, history=1)
+        kv = await erasures_kv(js)
         record = {"user_id": "u-far", "erased_at": 1, "region": "us", "node": "us/n1"}
         await kv.put(erasure_key("u-far"), json.dumps(record).encode())
 
