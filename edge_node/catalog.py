@@ -368,6 +368,7 @@ def catalog_summary(replica: CatalogReplica) -> dict[str, Any]:
     """The replica's state as ``/readyz`` shows it."""
     status = replica.status
     return {
+        "loaded": status.bootstrapped,
         "stale": status.stale,
         "revision": status.revision,
         "items": status.items,

@@ -31,9 +31,17 @@ async def readyz(request: Request) -> Response:
     if state.uplink.fault is not None:  # logged by the uplink, with the path and errno
         raise NotReady("the event spool cannot write to its disk", retry_after_s=5)
     catalog = state.catalog
-    if catalog is not None and not catalog.bootstrapped.is_set():
+    catalog_missing = catalog is not None and not catalog.bootstrapped.is_set()
+    # A cold edge waits for the catalog while it can load it; one started with the bus down
+    # serves its cached bundle as DESIGN asks (ready but stale) and says the catalog is not
+    # loaded, rather than refusing every request until the bus is back.
+    if catalog_missing and state.bus is not None and state.bus.connection is not None:
         raise NotReady("the item catalog is not loaded yet", retry_after_s=1)
-    body: dict[str, Any] = {"ready": True, "version": model.version, "stale": state.models.stale}
+    body: dict[str, Any] = {
+        "ready": True,
+        "version": model.version,
+        "stale": state.models.stale or catalog_missing,
+    }
     if catalog is not None:
         body["catalog"] = catalog_summary(catalog)
     return json_response(body)

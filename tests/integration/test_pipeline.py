@@ -247,7 +247,11 @@ async def test_an_edge_started_with_nats_down_serves_its_cached_bundle_and_deliv
         async with httpx.AsyncClient(base_url=edge.url, timeout=10.0) as http:
             ready = await http.get("/readyz")
             assert ready.status_code == 200, ready.text
-            assert ready.json() == {"ready": True, "version": TRAINED_VERSION, "stale": True}
+            body = ready.json()
+            assert {key: body[key] for key in ("ready", "version", "stale")} == {
+                "ready": True, "version": TRAINED_VERSION, "stale": True,
+            }  # fmt: skip
+            assert body["catalog"]["loaded"] is False  # said, not hidden
             info = (await http.get("/v1/model")).json()
             assert info["stale"] is True and info["bundle"]["version"] == TRAINED_VERSION
             assert info["rollout"]["connected"] is False
@@ -266,7 +270,11 @@ async def test_an_edge_started_with_nats_down_serves_its_cached_bundle_and_deliv
             # Having heard the bus (no rollout for the region yet), the edge is no longer stale.
             await eventually(lambda: not models_of(edge).stale, "the edge is not stale")
             ready = await http.get("/readyz")
-            assert ready.json() == {"ready": True, "version": TRAINED_VERSION, "stale": False}
+            body = ready.json()
+            assert {key: body[key] for key in ("ready", "version", "stale")} == {
+                "ready": True, "version": TRAINED_VERSION, "stale": False,
+            }  # fmt: skip
+            assert body["catalog"]["loaded"] is True
 
         report("edge started with NATS down", tally, events_topic)
         assert_exactly_once_after_dedupe(events_topic, expected_regions(traffic))
