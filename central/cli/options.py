@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from central.cli.errors import reported_errors
+from protocol.errors import ProximaError
 
 if TYPE_CHECKING:
     from central.kafka_settings import KafkaSecurity
@@ -132,8 +133,11 @@ def nats_connection(url: str, *, name: str) -> NatsSettings:
     context = click.get_current_context(silent=True)
     found = context.meta.get(_NATS_KEY) if context is not None else None
     credentials = found if isinstance(found, NatsClientSettings) else NO_NATS_CREDENTIALS
-    with reported_errors():
+    try:
         return credentials.nats_connection(url, name=name)
+    except ProximaError as exc:  # a bad URL or credential option is a usage error (exit 2)
+        hint = "--nats" if exc.field in (None, "nats_url", "servers") else None
+        raise click.BadParameter(exc.message, param_hint=hint) from exc
 
 
 def kafka_security() -> KafkaSecurity:

@@ -99,6 +99,9 @@ class EdgeProcess(ServerProcess):
             "--port", str(self.port),
             "--spool-dir", str(self.workdir / "spool"),
             "--storefront-dir", str(STOREFRONT_DIR),
+            # The demo's ledger counts page events end to end; served records of answers
+            # (for attribution, bench/outcomes.py) would be a second kind in the stream.
+            "--no-log-answers",
         ]  # fmt: skip
         if self.inputs.rules is not None:
             command += ["--rules", str(self.inputs.rules)]

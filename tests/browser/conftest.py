@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from devtools.demo.edges import STOREFRONT_DIR
 from edge_node.config import EdgeSettings
 from edge_node.uplink.spool import Spool
+from protocol.answers import is_served
 from protocol.codec import decode_msgpack_event
 from protocol.events import Event
 from tests.edge_node.conftest import EdgeServer, Keys, edge_bundle, edge_keys, shop_log_path
@@ -94,10 +95,11 @@ def storefront_edge(tmp_path: Path, edge_keys: Keys, edge_bundle: Path) -> Itera
 
 
 def spooled_events(edge: EdgeServer) -> list[Event]:
-    """Every event the edge accepted, oldest first; stops the edge, which holds the spool."""
+    """Every event the edge accepted, oldest first (not the served records of its own
+    answers); stops the edge, which holds the spool."""
     edge.stop()
     events: list[Event] = []
     with Spool(edge.settings.spool_dir) as spool:
         while records := spool.read():
             events.extend(decode_msgpack_event(record.payload) for record in records)
-    return events
+    return [event for event in events if not is_served(event)]

@@ -806,8 +806,9 @@ def test_rate_limited_answers_are_well_formed(limited_edge: EdgeServer, http: ht
                     "POST",
                     "/v1/events",
                     content=valid_view(session),
-                    headers=[("content-type", b"application/json")],
-                )
+                    headers=[("content-type", b"application/json"),
+                             ("x-proxima-key", API_KEY.encode())],
+                )  # fmt: skip
             elif kind == "recommend":
                 response = request(
                     http, limited_edge, "GET", "/v1/recommendations", query=f"session_id={session}"
@@ -841,7 +842,7 @@ def test_the_fuzzed_edge_is_still_healthy_and_never_answered_5xx(
     accepted = http.post(
         f"{fuzz_edge.url}/v1/events",
         content=valid_view(session),
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", "x-proxima-key": API_KEY},
     )
     assert accepted.status_code == 202
     assert accepted.json()["accepted"] == 1
