@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from asyncio import TimerHandle
 from http import HTTPStatus
+from typing import Any, Final, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -104,6 +105,48 @@ class HeadersTooLarge(EdgeError):
     code = "headers_too_large"
 
 
+LINGER_S: Final = 2.0  # how long a closing socket still reads what the client sends
+
+
+class LingeringTransport:
+    """A transport whose ``close()`` lingers, as nginx's lingering close does.
+
+    Closing a socket that still has unread bytes from the client makes the kernel send a
+    reset, which can destroy the answer (a 408, 431 or 429) before the client reads it. So
+    ``close()`` sends the answer and a FIN, then reads and drops what the client still sends
+    for up to :data:`LINGER_S` before the socket really closes.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.lingering = False
+        self._closer: TimerHandle | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        self.lingering = True
+        try:
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+        except OSError:
+            self._transport.close()
+            return
+        loop = asyncio.get_running_loop()
+        self._closer = loop.call_later(LINGER_S, self._transport.close)
+
+    def abort(self) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+        self._transport.abort()
+
+
 def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol class with ``guard``'s limits, for ``Config(http=...)``."""
 
@@ -115,7 +158,7 @@ def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
         _in_headers = True
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(cast(asyncio.Transport, LingeringTransport(transport)))
             self._address = self.client[0] if self.client else "-"
             self._admitted = guard.admit(self._address)
             deadline = guard.header_timeout_s
@@ -124,6 +167,8 @@ def guarded_protocol(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
             self._header_timer = self.loop.call_later(deadline, self._headers_late)
 
         def data_received(self, data: bytes) -> None:
+            if cast(LingeringTransport, self.transport).lingering:
+                return  # answered and closing: what still arrives is read and dropped
             super().data_received(data)
             if not self._in_headers or self.transport.is_closing():
                 return
