@@ -13,6 +13,7 @@ closed) with the errors for starting twice or using a closed service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import AsyncExitStack
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
@@ -80,6 +81,33 @@ class Lifecycle:
     def require_running(self) -> None:
         if self.state != "running":
             raise ServiceStateError(f"{self.name} is {self.state}, not running")
+
+
+class LoopService:
+    """A service whose work is one background coroutine, :meth:`_run`, cancelled on close
+    (for loops that hold nothing to drain: a periodic job that starts again from its source)."""
+
+    name = "service"
+
+    def __init__(self) -> None:
+        self._lifecycle = Lifecycle(self.name)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._lifecycle.begin_start()
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if not self._lifecycle.begin_close():
+            return
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._lifecycle.finish_close()
 
 
 class Deadline:

@@ -39,7 +39,7 @@ from central.lake.layout import LakeLayout, open_lake
 from central.lake.tables import open_checked, parquet_writer, read_checked, source_of, with_source
 from protocol.subjects import ERASURES_BUCKET
 from runtime.nats import NatsSettings
-from runtime.service import Lifecycle
+from runtime.service import LoopService
 from runtime.supervisor import describe_error
 
 log = logging.getLogger("proxima.central.lake")
@@ -150,8 +150,10 @@ async def recorded_erasures(kv: KeyValue) -> set[str]:
     return users
 
 
-class LakeEraser:
+class LakeEraser(LoopService):
     """Applies the recorded erasures to the lake every ``interval_s``."""
+
+    name = "lake-eraser"
 
     def __init__(self, nats: NatsSettings, lake_dir: Path, *, interval_s: float = 60.0) -> None:
         self.nats = nats
@@ -161,21 +163,7 @@ class LakeEraser:
         self.passes = 0
         self._scanned: set[Path] = set()
         self._users: set[str] = set()
-        self._lifecycle = Lifecycle("lake eraser")
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._lifecycle.begin_start()
-        self._task = asyncio.create_task(self._run(), name="lake-eraser")
-
-    async def close(self, timeout_s: float = 10.0) -> None:
-        if not self._lifecycle.begin_close():
-            return
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._lifecycle.finish_close()
+        super().__init__()
 
     def apply(self, users: set[str]) -> Erased:
         """Erases ``users`` from the files not yet scanned for them (all, when new users came)."""

@@ -12,7 +12,6 @@ Everything is recomputed from the lake, so a restart loses nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -28,7 +27,7 @@ from central.outcomes.attribution import AttributionSettings, attribute
 from central.outcomes.report import METRICS, Report, build_report
 from central.outcomes.stats import Interval
 from protocol.errors import ProximaError
-from runtime.service import Lifecycle
+from runtime.service import LoopService
 
 log = logging.getLogger("proxima.central.outcomes")
 
@@ -41,27 +40,17 @@ class OutcomesSettings:
     attribution: AttributionSettings = field(default_factory=AttributionSettings)
 
 
-class OutcomesService:
+class OutcomesService(LoopService):
+    """Re-attributes the lake every ``interval_s`` and keeps the last report."""
+
+    name = "outcomes"
+
     def __init__(self, settings: OutcomesSettings) -> None:
         self.settings = settings
         self.report: Report | None = None
         self.computed_at: float | None = None
         self.failures = 0
-        self._lifecycle = Lifecycle("outcomes")
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._lifecycle.begin_start()
-        self._task = asyncio.create_task(self._run(), name="outcomes")
-
-    async def close(self, timeout_s: float = 10.0) -> None:
-        if not self._lifecycle.begin_close():
-            return
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._lifecycle.finish_close()
+        super().__init__()
 
     def compute(self) -> Report | None:
         """One attribution of the lake's last ``days`` (None while the lake is empty)."""
