@@ -116,8 +116,3 @@ def lift_sequence(
     return Interval(
         math.exp(log_ratio) - 1, math.exp(log_ratio - half) - 1, math.exp(log_ratio + half) - 1
     )
-
-
-def mean_difference_interval(differences: Moments, confidence: float = 0.95) -> Interval:
-    """Mean of paired differences (``y`` per unit, ``x`` = 1) with a normal interval."""
-    return ratio_interval(differences, confidence)
